@@ -1,0 +1,61 @@
+# Shared helpers: config validation at load time, paths, and the per-model settings each rule passes.
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from smoothsqueeze import CODE_VERSION
+from smoothsqueeze import config as sscfg
+from smoothsqueeze.errors import PipelineError
+
+try:
+    sscfg.validate_config(config)
+except PipelineError as _err:
+    sys.exit(str(_err))
+
+RESULTS = config["results_dir"]
+REPORTS = config["reports_dir"]
+DATA = config["data_dir"]
+PYTHON = sys.executable
+
+
+wildcard_constraints:
+    study="[A-Za-z0-9_-]+",
+    model="[A-Za-z0-9_.-]+",
+    dataset="digits|mnist|cifar10",
+    attack="[a-z0-9_]+",
+
+
+def study_cfg(study):
+    return sscfg.study(config, study)
+
+
+def dataset_file(study):
+    return f"{DATA}/{study_cfg(study)['dataset']}.npz"
+
+
+def model_dir(study, model):
+    return f"{RESULTS}/{study}/models/{model}"
+
+
+def checkpoint_file(study, model):
+    return f"{model_dir(study, model)}/model.pt"
+
+
+def model_ids(study):
+    return sscfg.model_ids(config, study)
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def resolved_attacks(study, attacks):
+    st = study_cfg(study)
+    return [sscfg.resolve_attack(a, st["attack"]["eps"], st.get("pixel_units", 1)) for a in attacks]
+
+
+def study_targets(study):
+    """Every final file of a study; later stages add theirs here."""
+    return train_targets(study) + evaluate_targets(study)

@@ -1,0 +1,29 @@
+# Training stage: one job per grid point. The resolved settings are a param, so changing a
+# model's settings in config.yaml reruns that model only.
+
+
+def train_settings(wildcards):
+    return as_json(sscfg.resolve_model(config, wildcards.study, wildcards.model))
+
+
+def train_targets(study):
+    return [checkpoint_file(study, m) for m in model_ids(study)]
+
+
+rule train:
+    input:
+        data=lambda w: dataset_file(w.study),
+    output:
+        checkpoint=f"{RESULTS}/{{study}}/models/{{model}}/model.pt",
+        metrics=f"{RESULTS}/{{study}}/models/{{model}}/metrics.json",
+        settings=f"{RESULTS}/{{study}}/models/{{model}}/settings.json",
+    params:
+        settings=train_settings,
+        version=CODE_VERSION,
+    resources:
+        gpu=1,
+    log:
+        f"{RESULTS}/{{study}}/logs/train/{{model}}.log",
+    shell:
+        "{PYTHON} -m smoothsqueeze train --settings {params.settings:q} --data {input.data} "
+        "--checkpoint {output.checkpoint} --metrics {output.metrics} --settings-out {output.settings} > {log} 2>&1"

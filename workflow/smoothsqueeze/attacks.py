@@ -1,0 +1,126 @@
+"""L-inf attacks on images in [0, 1]: FGSM and PGD on the cross-entropy or CW margin loss.
+
+Threat model as in Madry et al. (2017): perturbations in the L-inf ball of radius `eps`
+around the clean image, clipped to the pixel range [0, 1]. Every returned batch can be
+checked with :func:`check_budget`; the pipeline does so on every run.
+
+Example::
+
+    x_adv = pgd(model, x, y, eps=0.3, step_size=0.01, steps=40, loss="xent", random_start=True)
+    check_budget(x, x_adv, eps=0.3)
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Loss = Literal["xent", "cw"]
+BUDGET_TOLERANCE = 1e-6
+
+
+class AttackBudgetError(RuntimeError):
+    """An adversarial batch left its L-inf ball or the pixel range."""
+
+
+def cw_loss(logits: torch.Tensor, labels: torch.Tensor, confidence: float = 50.0) -> torch.Tensor:
+    """Madry et al.'s CW margin loss per example: -relu(z_y - max_{i != y} z_i + confidence).
+
+    The true class is masked out of the max with -inf, so the result stays right when every
+    logit is negative (Madry's code subtracts 1e4 instead).
+    """
+    true_logit = logits.gather(1, labels[:, None]).squeeze(1)
+    mask = F.one_hot(labels, logits.shape[1]).bool()
+    wrong_logit = logits.masked_fill(mask, float("-inf")).amax(dim=1)
+    return -F.relu(true_logit - wrong_logit + confidence)
+
+
+def attack_loss(logits: torch.Tensor, labels: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """Per-example loss the attacker ascends."""
+    if loss == "xent":
+        return F.cross_entropy(logits.float(), labels, reduction="none")
+    if loss == "cw":
+        return cw_loss(logits.float(), labels)
+    raise ValueError(f"unknown attack loss {loss!r} (use 'xent' or 'cw')")
+
+
+def _input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss: Loss) -> torch.Tensor:
+    x = x.detach().requires_grad_(True)
+    value = attack_loss(model(x), labels, loss).sum()
+    (grad,) = torch.autograd.grad(value, x)
+    return grad
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    loss: Loss = "xent",
+    random_start: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fast Gradient Sign Method (Goodfellow et al. 2014): one step of size eps."""
+    return pgd(model, x, labels, eps=eps, step_size=eps, steps=1, loss=loss, random_start=random_start, generator=generator)
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss: Loss = "xent",
+    random_start: bool = True,
+    restarts: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected gradient descent (Madry et al. 2017), L-inf, pixel range [0, 1].
+
+    With `restarts` > 1, each example keeps the first restart that fools the model: it
+    counts as robust only if no restart fools it. Gradients flow through `model` as it is
+    (call `model.eval()` first for evaluation). Returns a detached tensor like `x`.
+    """
+    x = x.detach()
+    best = x.clone()
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(max(1, restarts)):
+        if random_start:
+            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x_adv = (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
+        else:
+            x_adv = x.clone()
+        for _ in range(steps):
+            grad = _input_gradient(model, x_adv, labels, loss)
+            x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
+        if restarts <= 1:
+            return x_adv.detach()
+        with torch.no_grad():
+            now_fooled = model(x_adv).argmax(dim=1) != labels
+        take = now_fooled & ~fooled
+        best[take] = x_adv[take]
+        # Examples never fooled keep the last restart's point, a valid in-budget attempt.
+        best[~fooled & ~now_fooled] = x_adv[~fooled & ~now_fooled]
+        fooled |= now_fooled
+    return best.detach()
+
+
+def check_budget(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BUDGET_TOLERANCE) -> None:
+    """Raise AttackBudgetError unless |x_adv - x|_inf <= eps (+tol) and x_adv lies in [0, 1] (+-tol)."""
+    if x.shape != x_adv.shape:
+        raise AttackBudgetError(f"adversarial batch has shape {tuple(x_adv.shape)}, clean batch {tuple(x.shape)}")
+    if not torch.isfinite(x_adv).all():
+        raise AttackBudgetError("adversarial batch holds NaN or infinite values")
+    dist = (x_adv.float() - x.float()).abs().amax().item()
+    if dist > eps + tol:
+        raise AttackBudgetError(f"perturbation {dist:.8f} exceeds eps {eps:.8f} (+{tol:g})")
+    low, high = x_adv.min().item(), x_adv.max().item()
+    if low < -tol or high > 1 + tol:
+        raise AttackBudgetError(f"adversarial pixels span [{low:.6f}, {high:.6f}], outside [0, 1]")

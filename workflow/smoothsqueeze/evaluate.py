@@ -1,0 +1,129 @@
+"""Black-box crafting and white-box / black-box evaluation stages.
+
+Every adversarial batch is checked against its budget before it is used (attacks.check_budget);
+a violation stops the job, it never becomes a number in a table.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .artifacts import read_npz, sha256_file, write_json, write_npz
+from .attacks import check_budget, pgd
+from .checkpoints import load_model
+from .data import Dataset, load_dataset
+from .device import pick_device
+from .errors import PipelineError
+from .inference import accuracy
+from .provenance import provenance
+
+
+def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+    """Apply one resolved attack (config.resolve_attack) to a float batch and check its budget."""
+    x_adv = pgd(
+        model, x, y, eps=attack["eps"], step_size=attack["step_size"], steps=attack["steps"], loss=attack["loss"],
+        random_start=attack["random_start"], restarts=attack.get("restarts", 1), generator=generator,
+    )
+    check_budget(x, x_adv, attack["eps"])
+    return x_adv
+
+
+def attack_dataset(
+    model: nn.Module, data: Dataset, attack: dict[str, Any], n: int, batch_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adversarial copies of the first `n` test images; returns (x_adv in [0, 1], labels), on the CPU."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    outs = []
+    for start in range(0, n, batch_size):
+        xb = data.scale(data.x_test[start : min(start + batch_size, n)].to(device))
+        yb = data.y_test[start : min(start + batch_size, n)].to(device)
+        outs.append(run_attack(model, xb, yb, attack, generator).cpu())
+    return torch.cat(outs), data.y_test[:n].cpu()
+
+
+def _n_examples(data: Dataset, max_examples: int | None) -> int:
+    return len(data.x_test) if max_examples is None else min(max_examples, len(data.x_test))
+
+
+def craft_blackbox(
+    source_checkpoint: str | Path, data_path: str | Path, attack: dict[str, Any], out: str | Path,
+    batch_size: int, max_examples: int | None, seed: int, architecture: str | None = None, device: str | None = None,
+) -> None:
+    """Craft one adversarial copy of the test set on the source model and store it once."""
+    dev = pick_device(device)
+    model = load_model(source_checkpoint, dev, expect_architecture=architecture)
+    data = load_dataset(data_path)
+    n = _n_examples(data, max_examples)
+    x_adv, y = attack_dataset(model, data, attack, n, batch_size, seed)
+    source_acc = accuracy(model, x_adv, y)
+    meta = {
+        "attack": attack, "source_checkpoint": str(source_checkpoint), "source_sha256": sha256_file(source_checkpoint),
+        "data": str(data_path), "n": n, "source_accuracy": source_acc, "seed": seed, "provenance": provenance(dev),
+    }
+    write_npz(out, x_adv=x_adv.numpy().astype(np.float32), y=y.numpy(), meta=np.array(json.dumps(meta)))
+    print(f"crafted {attack['name']} on {source_checkpoint}: {n} images, source-model accuracy {source_acc:.2f}%", flush=True)
+
+
+def load_blackbox_set(path: str | Path, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """A stored black-box set, checked against its budget and against the clean test images."""
+    arrays = read_npz(path, required=("x_adv", "y", "meta"))
+    meta = json.loads(str(arrays["meta"]))
+    x_adv, y = torch.from_numpy(arrays["x_adv"]), torch.from_numpy(arrays["y"]).long()
+    n = len(y)
+    if n > len(data.y_test) or not torch.equal(y, data.y_test[:n].cpu()):
+        raise PipelineError(f"{path}: its labels do not match the study's test set; delete it and rerun")
+    try:
+        check_budget(data.scale(data.x_test[:n].cpu()), x_adv, meta["attack"]["eps"])
+    except Exception as err:
+        raise PipelineError(f"{path}: black-box set violates its budget ({err})") from None
+    return x_adv, y, meta
+
+
+def evaluate(
+    checkpoint: str | Path, data_path: str | Path, whitebox: list[dict[str, Any]], blackbox_sets: dict[str, str | Path],
+    out: str | Path, batch_size: int, max_examples: int | None, seed: int, info: dict[str, Any],
+    architecture: str | None = None, device: str | None = None,
+) -> dict[str, Any]:
+    """Clean, white-box and black-box accuracy of one model; writes one JSON record."""
+    dev = pick_device(device)
+    model = load_model(checkpoint, dev, expect_architecture=architecture)
+    data = load_dataset(data_path)
+    n = _n_examples(data, max_examples)
+    acc: dict[str, float] = {
+        "train": accuracy(model, data.x_train, data.y_train, data.max_value, batch_size),
+        "test": accuracy(model, data.x_test[:n], data.y_test[:n], data.max_value, batch_size),
+    }
+    details: dict[str, Any] = {"whitebox": {}, "blackbox": {}}
+    for attack in whitebox:
+        x_adv, y = attack_dataset(model, data, attack, n, batch_size, seed)
+        key = f"whitebox_{attack['name']}"
+        acc[key] = accuracy(model, x_adv, y, 1.0, batch_size)
+        details["whitebox"][attack["name"]] = attack
+        print(f"white-box {attack['name']}: {acc[key]:.2f}%", flush=True)
+    for name, path in sorted(blackbox_sets.items()):
+        x_adv, y, meta = load_blackbox_set(path, data)
+        m = min(n, len(y))
+        key = f"blackbox_{name}"
+        acc[key] = accuracy(model, x_adv[:m], y[:m], 1.0, batch_size)
+        details["blackbox"][name] = {
+            **meta["attack"], "set": str(path), "set_sha256": sha256_file(path), "source_checkpoint": meta["source_checkpoint"], "n": m,
+        }
+        print(f"black-box {name}: {acc[key]:.2f}%", flush=True)
+    record = {
+        **info,
+        "n_test": n,
+        "n_train": len(data.x_train),
+        "accuracy": acc,
+        "attacks": details,
+        "inputs": {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "data": str(data_path)},
+        "seed": seed,
+        "provenance": provenance(dev),
+    }
+    write_json(out, record)
+    return record
