@@ -56,6 +56,10 @@ def resolved_attacks(study, attacks):
     return [sscfg.resolve_attack(a, st["attack"]["eps"], st.get("pixel_units", 1)) for a in attacks]
 
 
+#: Functions study -> list of final files; each stage's .smk appends its own.
+STUDY_TARGETS = []
+
+
 def study_targets(study):
-    """Every final file of a study; later stages add theirs here."""
-    return train_targets(study) + evaluate_targets(study)
+    """Every final file of a study, from all registered stages."""
+    return [path for targets in STUDY_TARGETS for path in targets(study)]

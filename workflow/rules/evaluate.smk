@@ -56,6 +56,9 @@ def evaluate_targets(study):
     return [record_file(study, m) for m in model_ids(study)]
 
 
+STUDY_TARGETS.append(evaluate_targets)
+
+
 rule craft_blackbox:
     input:
         source=lambda w: checkpoint_file(w.study, study_cfg(w.study)["blackbox"]["source"]),

@@ -10,6 +10,9 @@ def train_targets(study):
     return [checkpoint_file(study, m) for m in model_ids(study)]
 
 
+STUDY_TARGETS.append(train_targets)
+
+
 rule train:
     input:
         data=lambda w: dataset_file(w.study),
