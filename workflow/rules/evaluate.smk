@@ -72,6 +72,8 @@ rule craft_blackbox:
         gpu=1,
     log:
         f"{RESULTS}/{{study}}/logs/blackbox/{{attack}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/blackbox/{{attack}}.tsv"
     shell:
         "{PYTHON} -m smoothsqueeze craft-blackbox --spec {params.spec:q} --source {input.source} "
         "--data {input.data} --out {output} > {log} 2>&1"
@@ -92,6 +94,8 @@ rule evaluate:
         gpu=1,
     log:
         f"{RESULTS}/{{study}}/logs/evaluate/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/evaluate/{{model}}.tsv"
     shell:
         "{PYTHON} -m smoothsqueeze evaluate --spec {params.spec:q} --checkpoint {input.checkpoint} "
         "--data {input.data} --blackbox {params.sets} --out {output} > {log} 2>&1"

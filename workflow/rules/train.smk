@@ -1,5 +1,12 @@
 # Training stage: one job per grid point. The resolved settings are a param, so changing a
 # model's settings in config.yaml reruns that model only.
+#
+# Finished models are never lost or silently redone: model.pt is protected() (read-only; for
+# users other than root Snakemake then refuses any rerun with ProtectedOutputException before it
+# deletes anything), and the job itself keeps hard links of its outputs in <model dir>/.finished/:
+# a rerun that finds them restores the model when its settings, data and code are unchanged and
+# refuses (one line, nothing retrained) when they differ. To retrain a model, delete its folder.
+# An interrupted job resumes from <model dir>/resume.pt (not an output, so Snakemake keeps it).
 
 
 def train_settings(wildcards):
@@ -17,7 +24,7 @@ rule train:
     input:
         data=lambda w: dataset_file(w.study),
     output:
-        checkpoint=f"{RESULTS}/{{study}}/models/{{model}}/model.pt",
+        checkpoint=protected(f"{RESULTS}/{{study}}/models/{{model}}/model.pt"),
         metrics=f"{RESULTS}/{{study}}/models/{{model}}/metrics.json",
         settings=f"{RESULTS}/{{study}}/models/{{model}}/settings.json",
     params:
@@ -27,6 +34,8 @@ rule train:
         gpu=1,
     log:
         f"{RESULTS}/{{study}}/logs/train/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/{{study}}/benchmarks/train/{{model}}.tsv"
     shell:
         "{PYTHON} -m smoothsqueeze train --settings {params.settings:q} --data {input.data} "
         "--checkpoint {output.checkpoint} --metrics {output.metrics} --settings-out {output.settings} > {log} 2>&1"

@@ -1,6 +1,7 @@
 """What ran, where: library versions, device and code version recorded next to every artifact."""
 from __future__ import annotations
 
+import importlib.metadata
 import platform
 import subprocess
 from pathlib import Path
@@ -22,16 +23,22 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
-    import torchvision
+def _version(package: str) -> str | None:
+    """Installed version without importing the package (importing torchvision costs ~2 s a job)."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
+
+def provenance(device: torch.device) -> dict[str, Any]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {
         "code_version": CODE_VERSION,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _version("torchvision"),
         "numpy": np.__version__,
         "device": str(device),
         "device_name": name,

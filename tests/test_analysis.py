@@ -1,0 +1,188 @@
+"""Analysis stage: Eq. 4 quantities against closed forms, batching, activation sums, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from smoothsqueeze import analysis
+from smoothsqueeze.artifacts import read_npz, write_npz
+from smoothsqueeze.checkpoints import save_model
+from smoothsqueeze.models import build_model
+
+
+class LinearNet(nn.Module):
+    """z = W x + b on flattened images: the gradients of z_i are the rows of W."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.head = nn.Linear(weight.shape[1], weight.shape[0]).double()
+        with torch.no_grad():
+            self.head.weight.copy_(weight)
+            self.head.bias.copy_(bias)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _linear(num_classes: int, dim: int = 9, seed: int = 0) -> LinearNet:
+    g = torch.Generator().manual_seed(seed)
+    return LinearNet(torch.randn(num_classes, dim, generator=g, dtype=torch.float64), torch.randn(num_classes, generator=g, dtype=torch.float64))
+
+
+def _images(n: int, seed: int = 1, shape: tuple[int, ...] = (1, 3, 3), dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.rand(n, *shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def test_linear_classifier_matches_closed_forms() -> None:
+    model = _linear(num_classes=5)
+    x = _images(40)
+    y = torch.randint(0, 5, (40,), generator=torch.Generator().manual_seed(2))
+    out = analysis.analyze_model(model, x, y, batch_size=7)
+
+    w, b = model.head.weight.detach().numpy(), model.head.bias.detach().numpy()
+    logits = x.flatten(1).numpy() @ w.T + b
+    yy = y.numpy()
+    masked = logits.copy()
+    masked[np.arange(40), yy] = -np.inf
+    ybar = masked.argmax(1)
+    w_y, w_ybar = w[yy], w[ybar]
+    gap = logits[np.arange(40), yy] - logits[np.arange(40), ybar]
+    grad_gap = np.abs(w_y - w_ybar).sum(1)
+    cos = (w_y * w_ybar).sum(1) / (np.linalg.norm(w_y, axis=1) * np.linalg.norm(w_ybar, axis=1))
+
+    np.testing.assert_array_equal(out["ybar"], ybar)
+    np.testing.assert_array_equal(out["predictions"], logits.argmax(1))
+    np.testing.assert_allclose(out["logits"], logits, rtol=1e-12)
+    np.testing.assert_allclose(out["logit_gap"], gap, rtol=1e-12)
+    np.testing.assert_allclose(out["grad_gap"], grad_gap, rtol=1e-12)
+    np.testing.assert_allclose(out["eps_l"], gap / grad_gap, rtol=1e-12)
+    np.testing.assert_allclose(out["cos"], cos, rtol=1e-12)
+    np.testing.assert_allclose(out["grad_norm_y"], np.abs(w_y).sum(1), rtol=1e-12)
+    # Misclassified images have ybar above y: a negative gap and eps_L.
+    wrong = logits.argmax(1) != yy
+    assert wrong.any() and (~wrong).any()
+    assert np.all(out["eps_l"][wrong] < 0) and np.all(out["eps_l"][~wrong] > 0)
+
+
+def test_pixel_units_scale_gradients_and_eps_l() -> None:
+    """Gradients per 1/255 unit are 255 times smaller, so eps_L is 255 times larger."""
+    model = _linear(num_classes=4)
+    x, y = _images(10), torch.arange(10) % 4
+    unit = analysis.analyze_model(model, x, y)
+    per255 = analysis.analyze_model(model, x, y, pixel_units=255.0)
+    np.testing.assert_allclose(per255["grad_gap"], unit["grad_gap"] / 255, rtol=1e-12)
+    np.testing.assert_allclose(per255["eps_l"], unit["eps_l"] * 255, rtol=1e-12)
+    np.testing.assert_allclose(per255["cos"], unit["cos"], rtol=1e-12)
+
+
+def test_binary_linear_eps_l_is_the_linf_distance_to_the_boundary() -> None:
+    """For two classes, x - eps_L * sign(w_y - w_ybar) lies exactly on the decision boundary."""
+    model = _linear(num_classes=2, dim=16, seed=3)
+    x = _images(30, seed=4, shape=(1, 4, 4))
+    y = torch.randint(0, 2, (30,), generator=torch.Generator().manual_seed(5))
+    out = analysis.analyze_model(model, x, y, batch_size=8)
+    w = model.head.weight.detach()
+    yy, ybar = y, torch.from_numpy(out["ybar"])
+    eps_l = torch.from_numpy(out["eps_l"])[:, None]
+    direction = torch.sign(w[yy] - w[ybar])  # the worst L-inf direction against the margin
+    flat = x.flatten(1)
+
+    def margin(scale: float) -> torch.Tensor:
+        z = model(flat - scale * eps_l * direction)
+        return z.gather(1, yy[:, None]).squeeze(1) - z.gather(1, ybar[:, None]).squeeze(1)
+
+    with torch.no_grad():
+        assert torch.allclose(margin(1.0), torch.zeros(30, dtype=torch.float64), atol=1e-9)
+        before, after = margin(0.999), margin(1.001)
+    # Short of eps_L the class holds, just past it the class flips (either side of the boundary).
+    assert torch.all(torch.sign(before) == torch.sign(torch.from_numpy(out["logit_gap"])))
+    assert torch.all(torch.sign(after) == -torch.sign(torch.from_numpy(out["logit_gap"])))
+    # No other L-inf perturbation of size eps_L moves the margin further: |w . d| <= eps ||w||_1.
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for _ in range(20):
+            d = (torch.rand(flat.shape, generator=g, dtype=torch.float64) * 2 - 1) * eps_l.abs()
+            z = model(flat + d)
+            shifted = z.gather(1, yy[:, None]).squeeze(1) - z.gather(1, ybar[:, None]).squeeze(1)
+            moved = (shifted - torch.from_numpy(out["logit_gap"])).abs()
+            assert torch.all(moved <= torch.from_numpy(out["logit_gap"]).abs() + 1e-9)
+
+
+@pytest.mark.parametrize("architecture,shape", [("madry_cnn", (1, 8, 8)), ("resnet_small", (3, 8, 8))])
+def test_batching_does_not_mix_examples(architecture: str, shape: tuple[int, int, int]) -> None:
+    """Gradients of the batch sum equal one-image-at-a-time gradients (eval mode, batch norm included)."""
+    torch.manual_seed(0)
+    model = build_model(architecture, shape[0], shape[1], 10).eval()
+    x = _images(6, seed=7, shape=shape, dtype=torch.float32)
+    y = torch.arange(6) % 10
+    together = analysis.analyze_model(model, x, y, batch_size=6)
+    alone = analysis.analyze_model(model, x, y, batch_size=1)
+    for key in analysis.PER_IMAGE:
+        np.testing.assert_allclose(together[key], alone[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_activation_sums_match_a_direct_computation() -> None:
+    torch.manual_seed(1)
+    model = build_model("madry_cnn", 1, 8, 10).eval()
+    x = _images(23, seed=8, shape=(1, 8, 8), dtype=torch.float32)
+    y = torch.arange(23) % 10
+    out = analysis.analyze_model(model, x, y, batch_size=5)
+    with torch.no_grad():
+        feats = model.features(x)
+        logits = model(x)
+    assert out["feature_abs_sum"].shape == (1024,)
+    np.testing.assert_allclose(out["feature_abs_sum"], feats.abs().sum(0).double().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["logit_abs_sum"], logits.abs().sum(0).double().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_predicted_robust_needs_a_correct_class_and_eps_strictly_below_eps_l() -> None:
+    arrays = {
+        "labels": np.array([0, 1, 2, 3, 4]),
+        "predictions": np.array([0, 1, 2, 0, 4]),
+        "eps_l": np.array([0.3, 0.2, 0.1, 0.5, np.nan]),
+        "logit_gap": np.zeros(5), "grad_gap": np.ones(5), "cos": np.zeros(5), "grad_norm_y": np.ones(5), "z_y": np.ones(5),
+        "feature_abs_sum": np.array([0.0, 1.0, 0.0]),
+    }
+    assert analysis.predicted_robust(arrays, 0.2).tolist() == [True, False, False, False, False]
+    summary = analysis.summarize(arrays, 0.2)
+    assert summary["predicted_robust_accuracy"] == pytest.approx(20.0)
+    assert summary["clean_accuracy"] == pytest.approx(80.0)
+    assert summary["inactive_features"] == 2 and summary["n_test"] == 5
+
+
+def test_cli_writes_arrays_and_summary(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "digits.npz"
+    write_npz(
+        data, x_train=rng.integers(0, 17, (20, 1, 8, 8), dtype=np.uint8), y_train=np.arange(20) % 10,
+        x_test=rng.integers(0, 17, (15, 1, 8, 8), dtype=np.uint8), y_test=np.arange(15) % 10, max_value=np.float32(16),
+    )
+    torch.manual_seed(0)
+    ckpt = tmp_path / "model.pt"
+    save_model(ckpt, build_model("madry_cnn", 1, 8, 10), "madry_cnn", (1, 8, 8), 10)
+    spec = {"eps": 0.2, "batch_size": 4, "max_examples": 11, "architecture": "madry_cnn", "info": {"model_id": "m"}}
+    out, summary = tmp_path / "a" / "m.npz", tmp_path / "a" / "m.json"
+    code = analysis.main(["--spec", json.dumps(spec), "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--summary", str(summary), "--device", "cpu"])
+    assert code == 0
+    arrays = read_npz(out, required=(*analysis.PER_IMAGE, "feature_abs_sum", "logit_abs_sum", "eps"))
+    assert len(arrays["labels"]) == 11 and arrays["logits"].shape == (11, 10)
+    record = json.loads(summary.read_text())
+    assert record["model_id"] == "m" and record["n_test"] == 11
+    expected = 100.0 * analysis.predicted_robust(arrays, 0.2).mean()
+    assert record["predicted_robust_accuracy"] == pytest.approx(expected)
+    assert set(record["median"]) == set(analysis.MEDIANS)
+
+
+def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys) -> None:
+    code = analysis.main(["--spec", '{"eps": 0.2}', "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path / "d.npz"),
+                          "--out", str(tmp_path / "o.npz"), "--summary", str(tmp_path / "o.json"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "none.pt" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.npz").exists()
