@@ -1,0 +1,463 @@
+"""Tables stage: one CSV row per evaluated model, aggregated into the paper's tables.
+
+Everything is rendered from the evaluation records (and, for Table 1, the analysis
+summaries), never typed. Each table is written three times: CSV (2 decimals), LaTeX (a
+`table` float using booktabs only) and a small HTML page the Snakemake report shows inline.
+
+    row      records/<model>.json [+ analysis/<model>.json]  -> rows/<model>.csv
+    table    rows/*.csv -> tables/<name>.{csv,tex,html}     name: accuracy | whitebox | blackbox | eq4
+    compare  rows/*.csv + a paper CSV -> tables/paper_<table>.{csv,tex,html}
+
+Columns come from the study's attack names (`--spec`), so any study gets its own tables;
+a row file that does not exist is left out of the table (with a note on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from . import paper
+from .artifacts import atomic_path, read_json
+from .errors import PipelineError
+
+#: Identity columns of a row file; the accuracy columns (train, test, whitebox_*, blackbox_*)
+#: and predicted_eq4 follow.
+ROW_ID_COLUMNS = [
+    "study", "model", "kind", "defense", "alpha", "beta", "sigma", "k",
+    "adv_steps", "adv_step_size", "adv_eps", "pixel_units", "eps", "n_test",
+]
+STUDY_TABLES = {
+    "accuracy": "Accuracy of every model, white-box and black-box (layout of the paper's Tables 2 and 5)",
+    "whitebox": "White-box accuracy of every model (layout of the paper's Tables 3 and 6)",
+    "blackbox": "Black-box accuracy of every model (layout of the paper's Tables 4 and 7)",
+    "eq4": "FGSM accuracy vs the accuracy Eq. 4 predicts, natural and adversarial training (layout of the paper's Table 1)",
+}
+MISSING_TEX = "--"
+#: LaTeX tables with more columns than this are set in \scriptsize with narrow column gaps.
+WIDE = 10
+
+
+# ---------------------------------------------------------------- rows
+
+
+def model_kind(entry: dict[str, Any]) -> str:
+    """natural | regularized | adversarial, from a grid entry."""
+    if entry.get("adversarial"):
+        return "adversarial"
+    return "regularized" if any(entry.get(p) for p in ("alpha", "beta", "sigma")) else "natural"
+
+
+def defense_label(entry: dict[str, Any]) -> str:
+    """Short name of a grid entry's defense, e.g. 'LS + noise' or 'PGD-10 adv. (eps 0.2, step 0.05)'."""
+    parts = [name for key, name in (("alpha", "LS"), ("beta", "LSQ"), ("sigma", "noise")) if entry.get(key)]
+    adv = entry.get("adversarial")
+    if adv:
+        parts.insert(0, f"PGD-{adv['steps']} adv. (eps {adv['eps']:g}, step {adv['step_size']:g})")
+    return " + ".join(parts) or "natural"
+
+
+def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One table row from an evaluation record and (optionally) its analysis summary."""
+    try:
+        entry, accuracy, model = record["entry"], record["accuracy"], record["model_id"]
+        adv = entry.get("adversarial") or {}
+        row: dict[str, Any] = {
+            "study": record["study"],
+            "model": model,
+            "kind": model_kind(entry),
+            "defense": defense_label(entry),
+            "alpha": entry.get("alpha", 0),
+            "beta": entry.get("beta", 0),
+            "sigma": entry.get("sigma", 0),
+            "k": entry["k"],
+            "adv_steps": adv.get("steps"),
+            "adv_step_size": adv.get("step_size"),
+            "adv_eps": adv.get("eps"),
+            "pixel_units": record.get("pixel_units", 1),
+            "eps": record["eps"],
+            "n_test": record.get("n_test"),
+        }
+        # train and test first, then the attacks in the record's order
+        names = ["train", "test", *(n for n in accuracy if n not in ("train", "test"))]
+        row.update({name: float(accuracy[name]) for name in names})
+    except KeyError as err:
+        raise PipelineError(f"evaluation record lacks {err}; rerun its evaluation") from None
+    except (TypeError, ValueError) as err:
+        raise PipelineError(f"evaluation record of {record.get('model_id')!r} holds a non-numeric accuracy ({err})") from None
+    row["predicted_eq4"] = None
+    if summary is not None:
+        if summary.get("model_id", model) != model:
+            raise PipelineError(f"analysis summary is of model {summary['model_id']!r}, the record of {model!r}")
+        if "predicted_robust_accuracy" not in summary:
+            raise PipelineError("analysis summary lacks 'predicted_robust_accuracy'; rerun the analysis")
+        if "eps" in summary and not math.isclose(float(summary["eps"]), float(record["eps"])):
+            raise PipelineError(f"analysis summary of {model!r} is at eps {summary['eps']}, its record at {record['eps']}; rerun the analysis")
+        row["predicted_eq4"] = float(summary["predicted_robust_accuracy"])
+    return row
+
+
+def write_row(row: dict[str, Any], out: str | Path) -> None:
+    with atomic_path(out) as tmp:
+        pd.DataFrame([row]).to_csv(tmp, index=False)
+
+
+def read_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Row files in the given order; files that do not exist are left out."""
+    frames = []
+    for path in paths:
+        if not Path(path).exists():
+            print(f"note: {path} does not exist; its model is left out", file=sys.stderr)
+            continue
+        try:
+            frame = pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise PipelineError(f"{path}: not a row file ({err}); delete it and rerun") from None
+        missing = [c for c in ("model", "kind", "k", "train", "test") if c not in frame.columns]
+        if len(frame) != 1 or missing:
+            raise PipelineError(f"{path}: not a row file (want one row with {missing or 'the row columns'}); delete it and rerun")
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=[*ROW_ID_COLUMNS, "train", "test", "predicted_eq4"])
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------- columns
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # CSV header and the row-file column it shows
+    label: str  # header in HTML
+    tex: str | None = None  # header in LaTeX (None: the escaped label)
+    group: str = ""  # spanning header over consecutive columns
+    fmt: str = "pct"  # pct | diff | num | text
+    in_tex: bool = True
+
+
+_TOKENS = {"xent": "x-ent", "cw": "CW", "fgsm": "FGSM", "rand": "rand.", "pgd": "PGD"}
+
+
+def attack_label(name: str) -> str:
+    """'pgd40_xent' -> 'PGD-40 x-ent', 'pgd7_rand_cw' -> 'PGD-7 rand. CW'."""
+    words = []
+    for token in name.split("_"):
+        m = re.fullmatch(r"([a-z]+)(\d+)", token)
+        words.append(f"{_TOKENS.get(m[1], m[1].upper())}-{m[2]}" if m else _TOKENS.get(token, token))
+    return " ".join(words)
+
+
+def metric_label(key: str) -> str:
+    for prefix, word in (("whitebox_", "white-box "), ("blackbox_", "black-box ")):
+        if key.startswith(prefix):
+            return word + attack_label(key[len(prefix):])
+    return {"predicted_eq4": "Eq. 4 predicted"}.get(key, attack_label(key) if "_" in key else key)
+
+
+PARAMS = [
+    Column("model", "model", fmt="text", in_tex=False),
+    Column("defense", "defense", "Defense", fmt="text"),
+    Column("alpha", "α", r"$\alpha$", fmt="num"),
+    Column("beta", "β", r"$\beta$", fmt="num"),
+    Column("sigma", "σ", r"$\sigma$", fmt="num"),
+    Column("k", "k", "$k$", fmt="num"),
+]
+CLEAN = [Column("train", "train", "Train"), Column("test", "test", "Test")]
+
+
+def _attacks(spec: dict[str, Any], section: str, group: str, method: str | None = None) -> list[Column]:
+    return [
+        Column(f"{section}_{a['name']}", attack_label(a["name"]), group=group)
+        for a in spec[section]
+        if method is None or a.get("method") == method
+    ]
+
+
+def study_columns(name: str, spec: dict[str, Any]) -> list[Column]:
+    """The columns of study table `name`, from the study's attacks."""
+    white = _attacks(spec, "whitebox", "White-box")
+    black = _attacks(spec, "blackbox", "Black-box")
+    if name == "accuracy":
+        return [*PARAMS, *CLEAN, *white, *black]
+    if name == "whitebox":
+        return [*PARAMS, *CLEAN, *white]
+    if name == "blackbox":
+        return [*PARAMS, *black]
+    if name == "eq4":
+        fgsm = _attacks(spec, "whitebox", "FGSM accuracy", method="fgsm")
+        fgsm = [Column(c.key, attack_label(c.key.removeprefix("whitebox_")).removeprefix("FGSM "), group=c.group) for c in fgsm]
+        return [PARAMS[0], PARAMS[1], PARAMS[5], *fgsm, Column("predicted_eq4", "Eq. 4 predicted", r"\shortstack{Eq.~4\\predicted}")]
+    raise PipelineError(f"unknown table {name!r} (have {sorted(STUDY_TABLES)})")
+
+
+def study_frame(name: str, rows: pd.DataFrame, spec: dict[str, Any]) -> tuple[list[Column], pd.DataFrame]:
+    columns = study_columns(name, spec)
+    if name == "eq4":
+        rows = rows[rows["kind"].isin(["natural", "adversarial"])]
+    return columns, rows.reindex(columns=[c.key for c in columns]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- paper comparison
+
+
+_PAPER_KEYS = {
+    "row": Column("row", "paper row", "Row", fmt="num"),
+    "defense": Column("defense", "paper defense", "Defense", fmt="text"),
+    "alpha": PARAMS[2],
+    "beta": PARAMS[3],
+    "sigma": PARAMS[4],
+    "sigma_255": Column("sigma_255", "σ (/255)", r"$\sigma_{255}$", fmt="num"),
+    "k": PARAMS[5],
+    "training": Column("training", "training", "Training", fmt="text"),
+    "epsilon": Column("epsilon", "eps", r"$\epsilon$", fmt="text"),
+    **{f"in_table{n}": Column(f"in_table{n}", f"in Table {n}", fmt="text", in_tex=False) for n in (2, 3, 4)},
+}
+_PAPER_WORDS = {"madry_adv_train": "Madry adv. training", "regularized": "regularized", "natural": "natural"}
+
+
+def comparison_frame(
+    name: str, paper_rows: pd.DataFrame, rows: pd.DataFrame, spec: dict[str, Any]
+) -> tuple[list[Column], pd.DataFrame]:
+    """Every paper row that has a model in the study: its parameters, the model, and per metric ours / paper / difference."""
+    table = paper.PAPER_TABLES[name]
+    ours = {"train", "test", "predicted_eq4"} | {f"{s}_{a['name']}" for s in ("whitebox", "blackbox") for a in spec[s]}
+    metrics = [(p, o) for p, o in table.metrics.items() if o in ours]
+    columns = [_PAPER_KEYS[k] for k in table.key] + [PARAMS[0]]
+    for p, _ in metrics:
+        group = metric_label(p) if name != "table1" else {"predicted_eq4": "Eq. 4 predicted"}.get(p, attack_label(p))
+        columns += [
+            Column(f"{p}_ours", "ours", group=group),
+            Column(f"{p}_paper", "paper", group=group),
+            Column(f"{p}_diff", "Δ", r"$\Delta$", group=group, fmt="diff"),
+        ]
+    by_model = {str(r["model"]): r for r in rows.to_dict("records")}
+    records = []
+    for prow, model in zip(paper_rows.to_dict("records"), paper.match(name, paper_rows, rows, spec["eps"] / spec["pixel_units"])):
+        if model is None:
+            continue
+        out = {k: prow[k] for k in table.key} | {"model": model}
+        for p, o in metrics:
+            mine, theirs = _number(by_model[model].get(o)), _number(prow[p])
+            out |= {f"{p}_ours": mine, f"{p}_paper": theirs, f"{p}_diff": mine - theirs}
+        records.append(out)
+    return columns, pd.DataFrame(records, columns=[c.key for c in columns])
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def format_cell(value: Any, fmt: str, for_csv: bool) -> str:
+    if _missing(value):
+        return "" if for_csv else MISSING_TEX
+    if fmt == "text":
+        return str(value) if for_csv else _PAPER_WORDS.get(str(value), str(value))
+    number = float(value)
+    if fmt == "num":
+        return str(int(number)) if number.is_integer() else format(number, "g")
+    if fmt == "diff" and not for_csv:
+        return f"{number:+.2f}"
+    return f"{number:.2f}"
+
+
+def latex_escape(text: str) -> str:
+    out = text.replace("\\", r"\textbackslash{}")
+    for char in "&%$#_{}":
+        out = out.replace(char, "\\" + char)
+    return out.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
+
+
+def _groups(columns: list[Column]) -> list[tuple[str, int, int]]:
+    """Runs of equal `group`: (group, first, last), 1-based column numbers."""
+    runs: list[tuple[str, int, int]] = []
+    for i, col in enumerate(columns, start=1):
+        if runs and runs[-1][0] == col.group:
+            runs[-1] = (col.group, runs[-1][1], i)
+        else:
+            runs.append((col.group, i, i))
+    return runs
+
+
+def to_csv(columns: list[Column], frame: pd.DataFrame) -> str:
+    cells = pd.DataFrame(
+        [[format_cell(row[c.key], c.fmt, True) for c in columns] for row in frame.to_dict("records")],
+        columns=[c.key for c in columns],
+    )
+    return cells.to_csv(index=False, lineterminator="\n")
+
+
+def _stacked(label: str) -> str:
+    """LaTeX for a header; a label of several words is stacked on two lines ('PGD-40' over 'x-ent')."""
+    words = label.split(" ", 1)
+    return latex_escape(label) if len(words) == 1 else rf"\shortstack{{{latex_escape(words[0])}\\{latex_escape(words[1])}}}"
+
+
+def _tex_header(col: Column) -> str:
+    return col.tex if col.tex is not None else _stacked(col.label)
+
+
+def to_latex(columns: list[Column], frame: pd.DataFrame, caption: str, label: str) -> str:
+    """A booktabs `table` float; `caption` is LaTeX already."""
+    cols = [c for c in columns if c.in_tex]
+    lines = [
+        "% Generated by smoothsqueeze.tables from the evaluation records; do not edit by hand.",
+        r"\begin{table}[htbp]",
+        r"\centering",
+        *([r"\scriptsize", r"\setlength{\tabcolsep}{3pt}"] if len(cols) > WIDE else [r"\small"]),
+        rf"\caption{{{caption}}}",
+        rf"\label{{{label}}}",
+        r"\begin{tabular}{" + "".join("l" if c.fmt == "text" else "r" for c in cols) + "}",
+        r"\toprule",
+    ]
+    runs = _groups(cols)
+    if any(group for group, _, _ in runs):
+        cells, rules = [], []
+        for group, first, last in runs:
+            if group:
+                cells.append(rf"\multicolumn{{{last - first + 1}}}{{c}}{{{_stacked(group)}}}")
+                rules.append(rf"\cmidrule(lr){{{first}-{last}}}")
+            else:
+                cells += [""] * (last - first + 1)
+        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
+    lines += [" & ".join(_tex_header(c) for c in cols) + r" \\", r"\midrule"]
+    for row in frame.to_dict("records"):
+        cells = [format_cell(row[c.key], c.fmt, False) for c in cols]
+        cells = [latex_escape(v) if c.fmt == "text" else v for c, v in zip(cols, cells)]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(columns: list[Column], frame: pd.DataFrame, title: str, caption: str) -> str:
+    """A standalone HTML page holding the table (what the Snakemake report shows inline)."""
+    esc = html.escape
+    head = []
+    runs = _groups(columns)
+    if any(group for group, _, _ in runs):
+        head.append("<tr>" + "".join(f'<th colspan="{last - first + 1}">{esc(group)}</th>' for group, first, last in runs) + "</tr>")
+    head.append("<tr>" + "".join(f"<th>{esc(c.label)}</th>" for c in columns) + "</tr>")
+    body = [
+        "<tr>" + "".join(f'<td class="{c.fmt}">{esc(format_cell(row[c.key], c.fmt, False))}</td>' for c in columns) + "</tr>"
+        for row in frame.to_dict("records")
+    ]
+    style = (
+        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+        "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.text{text-align:left}"
+        "thead tr:last-child th{border-bottom:2px solid #444}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title><style>{style}</style></head>\n'
+        f"<body>\n<p><b>{esc(title)}</b>. {esc(caption)}</p>\n<table>\n<thead>\n" + "\n".join(head) + "\n</thead>\n<tbody>\n"
+        + "\n".join(body) + "\n</tbody>\n</table>\n</body></html>\n"
+    )
+
+
+def eps_text(spec: dict[str, Any]) -> str:
+    units = spec.get("pixel_units", 1)
+    return f"{spec['eps']:g}" if units == 1 else f"{spec['eps']:g}/{units:g}"
+
+
+def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:
+    """What a table shows under which settings: the caption of its LaTeX (tex=True) and HTML."""
+    esc = latex_escape if tex else str
+    eps, sigma, pct = (r"$\epsilon$", r"$\sigma$", r"\%") if tex else ("eps", "sigma", "%")
+    units = spec.get("pixel_units", 1)
+    text = f"Study {esc(spec['study'])} ({esc(spec['dataset'])}), L-inf {eps} = {eps_text(spec)}; accuracies in {pct}"
+    if units != 1:
+        text += f"; {sigma} and {eps} in units of 1/{units:g}"
+    if name in ("accuracy", "blackbox", "table5", "table7"):
+        text += f"; black-box sets crafted on {esc(spec['blackbox_source'])}"
+    if name in paper.PAPER_TABLES:
+        text += "; paper rows without a model in the study's grid are left out; difference = ours - paper"
+    return text + "."
+
+
+def write_table(columns: list[Column], frame: pd.DataFrame, name: str, title: str, spec: dict[str, Any], paths: tuple[str, str, str]) -> None:
+    """Write the CSV, LaTeX and HTML versions of one table."""
+    label = f"tab:{spec['study']}-{name}"
+    caption = f"{latex_escape(title)}. {settings_text(name, spec, tex=True)}"
+    texts = (to_csv(columns, frame), to_latex(columns, frame, caption, label), to_html(columns, frame, title, settings_text(name, spec)))
+    for path, text in zip(paths, texts):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _spec(text: str) -> dict[str, Any]:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--spec is not valid JSON: {err}") from None
+    missing = [k for k in ("study", "dataset", "eps", "whitebox", "blackbox", "blackbox_source") if k not in spec]
+    if missing:
+        raise argparse.ArgumentTypeError(f"--spec lacks {missing}")
+    return spec
+
+
+def _outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=_spec, required=True, help="study, dataset, eps, pixel_units, whitebox/blackbox attacks (JSON)")
+    p.add_argument("--rows", nargs="*", default=[], help="row files, in table order")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--tex", required=True)
+    p.add_argument("--html", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.tables", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("row", help="one model's table row from its record (+ analysis summary)")
+    p.add_argument("--record", required=True)
+    p.add_argument("--analysis", default=None, help="analysis summary (.json) with predicted_robust_accuracy")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("table", help="a study table from row files")
+    p.add_argument("name", choices=sorted(STUDY_TABLES))
+    _outputs(p)
+    p = sub.add_parser("compare", help="ours vs the paper for every paper row with a model in the study")
+    p.add_argument("name", choices=sorted(paper.PAPER_TABLES))
+    p.add_argument("--paper-csv", default=None, help="the paper's CSV (default: workflow/paper/)")
+    _outputs(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "row":
+            summary = read_json(args.analysis) if args.analysis else None
+            write_row(build_row(read_json(args.record), summary), args.out)
+            return 0
+        rows, spec = read_rows(args.rows), args.spec
+        if args.command == "table":
+            columns, frame = study_frame(args.name, rows, spec)
+            title = STUDY_TABLES[args.name]
+        else:
+            paper_rows = paper.load(args.name, spec["dataset"], args.paper_csv)
+            columns, frame = comparison_frame(args.name, paper_rows, rows, spec)
+            title = f"Reproduced vs the paper's {paper.PAPER_TABLES[args.name].title}"
+        write_table(columns, frame, args.name, title, spec, (args.csv, args.tex, args.html))
+        print(f"{args.csv}: {len(frame)} rows")
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
