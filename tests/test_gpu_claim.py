@@ -111,7 +111,8 @@ def test_concurrent_processes_get_different_devices(lock_dir, holders):
 
 def test_third_claimer_waits_until_a_device_is_released(lock_dir, holders):
     first, second = holders(3, lock_dir), holders(3, lock_dir)
-    assert {first.read_device(), second.read_device()} == {"cuda:0", "cuda:1"}
+    held_by_second = second.read_device()
+    assert {first.read_device(), held_by_second} == {"cuda:0", "cuda:1"}
     third = claim_device(3, lock_dir=lock_dir, on_busy="error")
     assert third == "cuda:2"
     timer = threading.Timer(0.5, second.stop)
@@ -120,7 +121,7 @@ def test_third_claimer_waits_until_a_device_is_released(lock_dir, holders):
     fourth = claim_device(3, lock_dir=lock_dir, on_busy="wait", timeout=20, poll_interval=0.05)
     timer.join()
     assert time.monotonic() - t0 >= 0.4
-    assert fourth == "cuda:1"
+    assert fourth == held_by_second
 
 
 def test_waiting_is_the_default_and_env_can_change_it(lock_dir, holders, monkeypatch):
@@ -158,6 +159,9 @@ def test_visible_devices_are_locked_by_their_physical_id(lock_dir, holders, monk
     assert claim_device(2, lock_dir=lock_dir, on_busy="cpu") == "cpu"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
     assert claim_device(2, lock_dir=lock_dir, on_busy="error").lock_path.name.endswith("-3.lock")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-GPU-ab/1/0")
+    mig = claim_device(1, lock_dir=lock_dir, on_busy="error")
+    assert mig == "cuda:0" and mig.lock_path.name.endswith("-MIG-GPU-ab_1_0.lock")
 
 
 def test_context_manager_and_release(lock_dir):

@@ -1,16 +1,17 @@
 """profiles/slurm against a real single-node Slurm (tests/slurm/cluster.py), fake GPUs included.
 
-Select with ``pytest -m slurm``.  Needs root (and Debian's slurm packages, installed by apt
-when missing); where Slurm cannot be started the tests are skipped with the reason.
+Select with ``pytest -m slurm`` (deselect with ``-m "not slurm"``).  Needs root (and
+Debian's slurm packages, installed by apt when missing); where Slurm cannot be started
+the tests are skipped with the reason.
 The profile is used as it is; only the plugin's status checks are adapted on the command
 line (this cluster has no slurmdbd, so ``squeue`` instead of ``sacct``, polled sooner).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -34,6 +33,7 @@ SLURM_TEST_ARGS = [
 ]
 
 
+@functools.cache
 def _load_cluster_module():
     spec = importlib.util.spec_from_file_location(
         "smoothsqueeze_test_slurm_cluster", REPO / "tests" / "slurm" / "cluster.py")
@@ -79,6 +79,28 @@ def run_snakemake(workdir: Path, env: dict[str, str], *args: str,
     return result
 
 
+def test_cluster_reports_why_it_cannot_start(monkeypatch):
+    """Without Slurm and without root, or when apt fails, start() says why (the fixture
+    turns that into a skip with the reason)."""
+    cluster_mod = _load_cluster_module()
+    monkeypatch.setattr(cluster_mod.shutil, "which",
+                        lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    monkeypatch.setattr(cluster_mod.os, "geteuid", lambda: 1000)
+    with pytest.raises(cluster_mod.ClusterUnavailable, match="needs root"):
+        cluster_mod.ensure_installed()
+    monkeypatch.setattr(cluster_mod.os, "geteuid", lambda: 0)
+    calls = []
+
+    def failing_apt(cmd, **kwargs):
+        calls.append(cmd[:2])
+        return subprocess.CompletedProcess(cmd, 100, "", "E: Unable to locate package slurmd")
+
+    monkeypatch.setattr(cluster_mod, "_run", failing_apt)
+    with pytest.raises(cluster_mod.ClusterUnavailable, match="Unable to locate package"):
+        cluster_mod.ensure_installed()
+    assert calls == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
+
+
 TRIVIAL_SNAKEFILE = textwrap.dedent("""
     localrules: download
 
@@ -93,7 +115,7 @@ TRIVIAL_SNAKEFILE = textwrap.dedent("""
         input: "out/data.json"
         output: "out/train_{i}.json"
         resources: gpu=1
-        shell: "{PYTHON} {REPORT} --claim --sleep 3 > {output}"
+        shell: "{PYTHON} {REPORT} --claim --barrier out/started 2 > {output}"
 """)
 
 # What a job saw: its Slurm job, GPUs and times; with --claim also gpu_claim's device.
@@ -108,13 +130,20 @@ REPORT_SCRIPT = textwrap.dedent("""
         claim = mod.claim_device(len([v for v in visible if v]), on_busy="error",
                                  lock_dir=os.environ["LOCK_DIR"])
         info.update(claim=str(claim), lock=str(claim.lock_path))
-    if "--sleep" in sys.argv:
-        time.sleep(float(sys.argv[sys.argv.index("--sleep") + 1]))
+    if "--barrier" in sys.argv:  # wait (60 s at most) until N jobs run at once
+        folder, n = sys.argv[sys.argv.index("--barrier") + 1:][:2]
+        os.makedirs(folder, exist_ok=True)
+        open(os.path.join(folder, str(os.getpid())), "w").close()
+        deadline = time.time() + 60
+        while len(os.listdir(folder)) < int(n) and time.time() < deadline:
+            time.sleep(0.1)
+        info["together"] = len(os.listdir(folder)) >= int(n)
     info.update(start=start, end=time.time())
     print(json.dumps(info))
 """)
 
 
+@pytest.mark.slurm
 def test_trivial_workflow_runs_as_sbatch_jobs(slurm_cluster, tmp_path):
     workdir = tmp_path / "wf"
     workdir.mkdir()
@@ -142,57 +171,73 @@ def test_trivial_workflow_runs_as_sbatch_jobs(slurm_cluster, tmp_path):
         lock = Path(job["lock"])
         assert lock.parent.name == f"slurm-job-{job['SLURM_JOB_ID']}"
         assert lock.name.endswith(f"-{job['CUDA_VISIBLE_DEVICES']}.lock")
-    # both jobs ran at once (2 CPUs, 2 GPUs, 3 s each), so they must hold different GPUs
-    assert min(j["end"] for j in jobs) > max(j["start"] for j in jobs), jobs
+    # both jobs ran at once (2 CPUs, 2 GPUs), so they must hold different GPUs
+    assert all(j["together"] for j in jobs), jobs
     assert {j["CUDA_VISIBLE_DEVICES"] for j in jobs} == {"0", "1"}
     logs = list((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
     assert len(logs) == 2
 
 
-def _copy_pipeline(dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    for name in ("Snakefile", "config.yaml"):
-        shutil.copy2(REPO / name, dest / name)
-    shutil.copytree(REPO / "workflow", dest / "workflow",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copy2(TINY_CONFIG, dest / "tiny_config.yaml")
-    return dest
+@pytest.mark.slurm
+def test_failed_slurm_job_fails_the_run(slurm_cluster, tmp_path):
+    """A job that fails on the cluster is reported (squeue status checks), not waited on."""
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    (workdir / "Snakefile").write_text(textwrap.dedent("""
+        rule broken:
+            output: "out/never.txt"
+            resources: gpu=1
+            shell: "echo failing on purpose; exit 3"
+    """))
+    cmd = [sys.executable, "-m", "snakemake", "--profile", str(PROFILE), *SLURM_TEST_ARGS]
+    result = subprocess.run(cmd, cwd=workdir, env=slurm_cluster.env, capture_output=True,
+                            text=True, timeout=180)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log[-3000:]
+    assert "Error in rule broken" in log and "FAILED" in log, log[-3000:]
+    assert not (workdir / "out" / "never.txt").exists()
 
 
-def _records(root: Path) -> dict[str, dict]:
-    files = sorted((root / "results").glob("*/records/*.json"))
-    return {str(f.relative_to(root)): json.loads(f.read_text()) for f in files}
+def _tiny_target() -> str:
+    """The record of the tiny study's black-box source model: four Slurm jobs (train,
+    two craft_blackbox, evaluate), three levels deep.  The whole tiny study would take
+    several minutes through Slurm on 2 cores."""
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    name = cfg["default_study"]
+    source = cfg["studies"][name]["blackbox"]["source"]
+    return f"{cfg.get('results_dir', 'results')}/{name}/records/{source}.json"
 
 
-VOLATILE = ("time", "seconds", "duration", "host", "date", "device", "path", "timestamp")
+def _comparable(record: dict) -> dict:
+    """A record without what differs between any two runs: provenance and file hashes
+    (torch.save and np.savez write a fresh id / timestamps into every file)."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if not k.endswith("sha256")}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+    return strip({k: v for k, v in record.items() if k != "provenance"})
 
 
-def _comparable(obj):
-    """A record without run-dependent fields (timings, hosts, paths, devices)."""
-    if isinstance(obj, dict):
-        return {k: _comparable(v) for k, v in obj.items()
-                if not any(word in k.lower() for word in VOLATILE)}
-    if isinstance(obj, list):
-        return [_comparable(v) for v in obj]
-    return obj
-
-
-def test_tiny_study_on_slurm_matches_local_run(slurm_cluster, tmp_path):
-    if not (REPO / "Snakefile").exists() or not TINY_CONFIG.exists():
-        pytest.skip(f"the pipeline or its tiny test config ({TINY_CONFIG}) is missing")
-    local = _copy_pipeline(tmp_path / "local")
-    on_slurm = _copy_pipeline(tmp_path / "slurm")
-    env = {**slurm_cluster.env, "SMOOTHSQUEEZE_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    common = ["--configfile", "tiny_config.yaml"]
+@pytest.mark.slurm
+def test_tiny_study_on_slurm_matches_local_run(slurm_cluster, tiny_study, tmp_path):
+    """The same record through Slurm as in the local build (conftest's tiny_study)."""
+    target = _tiny_target()
+    local = json.loads((tiny_study / target).read_text())
+    env = {**slurm_cluster.env, "SMOOTHSQUEEZE_DEVICE": "cpu",  # as conftest's runs
+           "SMOOTHSQUEEZE_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    workdir = tmp_path / "slurm"
+    workdir.mkdir()
     t0 = time.monotonic()
-    run_snakemake(local, env, "--profile", str(REPO / "profiles" / "default"), *common)
-    t1 = time.monotonic()
-    result = run_snakemake(on_slurm, env, "--profile", str(PROFILE), *SLURM_TEST_ARGS, *common)
-    t2 = time.monotonic()
-    print(f"tiny study: local {t1 - t0:.1f} s, through Slurm {t2 - t1:.1f} s")
-    assert "submitted with SLURM jobid" in result.stdout + result.stderr
-    local_records, slurm_records = _records(local), _records(on_slurm)
-    assert local_records, "the local run wrote no records"
-    assert slurm_records.keys() == local_records.keys()
-    for name, record in local_records.items():
-        assert _comparable(slurm_records[name]) == _comparable(record), name
+    result = run_snakemake(workdir, env, "-s", str(REPO / "Snakefile"),
+                           "--configfile", str(TINY_CONFIG), "--profile", str(PROFILE),
+                           *SLURM_TEST_ARGS, "--", target)
+    print(f"tiny study record through Slurm: {time.monotonic() - t0:.1f} s")
+    log = result.stdout + result.stderr
+    slurm_rules = {p.name for p in (workdir / ".snakemake" / "slurm_logs").iterdir()}
+    assert {"rule_train", "rule_craft_blackbox", "rule_evaluate"} <= slurm_rules, log[-3000:]
+    assert "localrule prepare_data" in log  # downloads stay on the submit host
+    on_slurm = json.loads((workdir / target).read_text())
+    assert on_slurm["accuracy"] == local["accuracy"]
+    assert _comparable(on_slurm) == _comparable(local)

@@ -17,7 +17,8 @@ daemons run in the foreground as children of this process and are stopped by pid
 
 Command line::
 
-    python tests/slurm/cluster.py start DIR [--gpus 2]   # then: export SLURM_CONF=DIR/slurm.conf
+    python tests/slurm/cluster.py start DIR [--gpus 2] [--partition compute]
+    export SLURM_CONF=DIR/slurm.conf     # for sbatch, squeue and snakemake
     python tests/slurm/cluster.py stop DIR
 """
 from __future__ import annotations
@@ -122,7 +123,14 @@ class SlurmCluster:
             target = Path(os.readlink(SYSTEM_CONF))
             if target.exists() and not (target.parent / MARKER).exists():
                 raise ClusterUnavailable(f"{SYSTEM_CONF} points to a real config ({target})")
-            SYSTEM_CONF.unlink()  # left by an earlier test cluster
+            state = target.parent / "cluster.json"
+            if state.exists():
+                ctld = json.loads(state.read_text())["pids"].get("slurmctld")
+                if ctld and _alive(ctld):
+                    raise ClusterUnavailable(
+                        f"another test cluster ({target.parent}) is running; stop it with "
+                        f"`python tests/slurm/cluster.py stop {target.parent}`")
+            SYSTEM_CONF.unlink()  # left by an earlier test cluster that was not stopped
         elif SYSTEM_CONF.exists():
             raise ClusterUnavailable(
                 f"{SYSTEM_CONF} exists (a real Slurm?); the test cluster would need it")
@@ -325,11 +333,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("root", type=Path, help="folder for configs, state and logs")
     parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--partition", default="compute",
+                        help="partition name (profiles/slurm's default is 'compute')")
     args = parser.parse_args(argv)
     if args.action == "stop":
         SlurmCluster.load(args.root).stop()
         return 0
-    cluster = SlurmCluster(args.root, n_gpus=args.gpus)
+    cluster = SlurmCluster(args.root, n_gpus=args.gpus, partition=args.partition)
     try:
         timings = cluster.start()
     except ClusterUnavailable as exc:

@@ -37,6 +37,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -212,7 +213,8 @@ def claim_device(n_devices: int | None = None, *,
         return DeviceClaim("cpu")
     folder = _lock_dir(lock_dir)
     host = socket.gethostname()
-    paths = [folder / f"gpu-{host}-{gpu_id}.lock" for gpu_id in ids]
+    paths = [folder / f"gpu-{host}-{re.sub(r'[^A-Za-z0-9._-]', '_', gpu_id)}.lock"
+             for gpu_id in ids]  # MIG ids may hold slashes
     deadline = None if timeout is None else time.monotonic() + timeout
     waiting = False
     while True:
