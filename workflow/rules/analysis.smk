@@ -1,6 +1,6 @@
 # Analysis and figures: Eq. 4 quantities and activation sums per model (one job each), then
 # the paper's Figures 1-9 and training curves per study, PNG (in the report) and PDF.
-from smoothsqueeze import analysis as ssan
+from smoothsqueeze import analysis_settings as ssan
 from smoothsqueeze import figures as ssfig
 
 

@@ -5,14 +5,31 @@ Public entry points for use outside the pipeline::
     import smoothsqueeze as ss
     model = ss.load_model("results/digits/models/natural_k3000/model.pt")
     x_adv = ss.pgd(model, x, y, eps=0.2, step_size=0.01, steps=40)
+
+The public names are imported lazily, so `import smoothsqueeze.config` (what the Snakefile
+does at every start, also inside each cluster job) does not pay for importing torch.
 """
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 #: Bump when a change alters what a stage computes; rules pass it as a param so
 #: Snakemake reruns the affected jobs (edits to an imported package do not trigger reruns).
 CODE_VERSION = "1"
 
-from .attacks import cw_loss, fgsm, pgd, check_budget, AttackBudgetError  # noqa: E402
-from .checkpoints import load_model  # noqa: E402
+_PUBLIC = {
+    "load_model": "checkpoints",
+    "fgsm": "attacks",
+    "pgd": "attacks",
+    "cw_loss": "attacks",
+    "check_budget": "attacks",
+    "AttackBudgetError": "attacks",
+}
+__all__ = ["CODE_VERSION", *_PUBLIC]
 
-__all__ = ["CODE_VERSION", "load_model", "fgsm", "pgd", "cw_loss", "check_budget", "AttackBudgetError"]
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module 'smoothsqueeze' has no attribute {name!r}")

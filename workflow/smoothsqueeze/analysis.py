@@ -41,9 +41,7 @@ from .provenance import provenance
 PER_IMAGE = ("labels", "predictions", "ybar", "logits", "z_y", "logit_gap", "grad_gap", "eps_l", "cos", "grad_norm_y")
 #: Quantities whose median the JSON summary holds.
 MEDIANS = ("logit_gap", "grad_gap", "eps_l", "cos", "grad_norm_y", "z_y")
-DEFAULT_BATCH_SIZE = 200
-#: Bump when what this stage computes changes (the rule passes it, so Snakemake reruns the stage).
-VERSION = "1"
+from .analysis_settings import DEFAULT_BATCH_SIZE, VERSION  # noqa: E402,F401 - torch-free, read by the rules
 
 
 def forward_parts(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

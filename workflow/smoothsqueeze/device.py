@@ -1,20 +1,31 @@
-"""Run-time device choice: CUDA when present, else CPU; `SMOOTHSQUEEZE_DEVICE` overrides."""
+"""Run-time device choice: CUDA when present (a free GPU of this job's own), else CPU.
+
+`SMOOTHSQUEEZE_DEVICE` (or the `requested` argument) overrides: 'cpu', 'cuda' or 'cuda:N'.
+With 'auto', a GPU job claims a device that no other job holds (gpu_claim: one lock file
+per GPU, released when the process ends, also when it crashes), so `--resources gpu=2` on a
+2-GPU machine puts two jobs on two cards.
+"""
 from __future__ import annotations
 
 import os
 
 import torch
 
+from .gpu_claim import DeviceClaim, claim_device
+
+_CLAIM: DeviceClaim | None = None  # one claim per process; each claim_device() call takes a new lock
+
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """Return the device a stage should run on.
-
-    `requested` (or the SMOOTHSQUEEZE_DEVICE variable) may be 'cpu', 'cuda' or 'cuda:N';
-    'auto'/None picks CUDA when available.
-    """
+    """Return the device a stage should run on."""
+    global _CLAIM
     choice = requested or os.environ.get("SMOOTHSQUEEZE_DEVICE") or "auto"
     if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if _CLAIM is None:
+            _CLAIM = claim_device()
+        return torch.device(str(_CLAIM))
     device = torch.device(choice)
     if device.type == "cuda" and not torch.cuda.is_available():
         return torch.device("cpu")

@@ -1,0 +1,546 @@
+"""Gradient-masking audit of one model, and the per-study audit table.
+
+Beyond the paper: later work (Mosbach et al. 2018; Croce & Hein 2020) found the robustness
+of label smoothing and logit squeezing to be largely gradient masking. Every model gets, at
+the study's eps: AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square; package
+`pyautoattack`, imported as `pyautoattack`) with budgets from the study's `audit:` block,
+multi-restart PGD on the x-ent and CW losses, a PGD steps sweep, and PGD at a large eps;
+then the sanity checks of :mod:`smoothsqueeze.audit_flags`. Every adversarial batch is
+checked against its budget (attacks.check_budget).
+
+Command line (the Snakemake rules call these)::
+
+    python -m smoothsqueeze.audit model --spec JSON --checkpoint M --data D --record R --out A
+    python -m smoothsqueeze.audit table --audits A1 A2 ... --csv T.csv --tex T.tex --html T.html
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import jsonschema
+import torch
+from torch import nn
+
+from . import audit_flags as af
+from .artifacts import atomic_path, read_json, sha256_file, write_json
+from .attacks import check_budget, pgd
+from .errors import PipelineError
+
+AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+#: AutoAttack attack name -> accuracy key in the record.
+AA_KEYS = {"apgd-ce": "apgd_ce", "apgd-t": "apgd_t", "fab-t": "fab_t", "square": "square"}
+
+#: Code defaults: sized so the digits demo (8 models, 360 images) audits in about 2-3 min
+#: on 2 CPU cores. Studies that report numbers set AutoAttack's standard budgets (see README).
+DEFAULTS: dict[str, Any] = {
+    "n_examples": None,  # first N test images; null = the study's attack.max_examples (all if null)
+    "batch_size": None,  # null = the study's attack.batch_size
+    "seed": None,  # null = the study's seed
+    "autoattack": {
+        "attacks": list(AA_ATTACKS),
+        "apgd_iter": 50,  # standard: 100
+        "apgd_t_targets": 3,  # standard: 9
+        "fab_iter": 30,  # standard: 100
+        "fab_targets": 3,  # standard: 9
+        "square_queries": 1000,  # standard: 5000
+    },
+    "pgd": {"steps": 100, "restarts": 2, "losses": ["xent", "cw"], "step_factor": 2.5},
+    "sweep_steps": [10, 40, 100],  # single-restart PGD x-ent, step size step_factor * eps / steps
+    "large_eps": None,  # in the study's pixel_units; null = half the pixel range (0.5 in [0, 1])
+    "large_eps_steps": 50,
+    "large_eps_max_accuracy": 5.0,  # flag (c) above this accuracy (%)
+    "noise_z": 2.0,  # standard errors a difference must exceed to count
+    "xent_gap_pp": 10.0,  # flag (e): x-ent attacks trail margin attacks by more points than this
+    "overstated_pp": 10.0,  # flag (f): strongest below claimed by at least these points ...
+    "overstated_fraction": 0.5,  # ... and by at least this fraction of the claim
+}
+
+_POS_INT = {"type": "integer", "minimum": 1}
+SETTINGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "n_examples": {"type": ["integer", "null"], "minimum": 1},
+        "batch_size": {"type": ["integer", "null"], "minimum": 1},
+        "seed": {"type": ["integer", "null"], "minimum": 0},
+        "autoattack": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "attacks": {"type": "array", "items": {"enum": list(AA_ATTACKS)}, "uniqueItems": True},
+                "apgd_iter": _POS_INT,
+                "apgd_t_targets": {"type": "integer", "minimum": 1, "maximum": 9},
+                "fab_iter": _POS_INT,
+                "fab_targets": {"type": "integer", "minimum": 1, "maximum": 9},
+                "square_queries": _POS_INT,
+            },
+        },
+        "pgd": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "steps": _POS_INT,
+                "restarts": _POS_INT,
+                "losses": {"type": "array", "items": {"enum": ["xent", "cw"]}, "uniqueItems": True},
+                "step_factor": {"type": "number", "exclusiveMinimum": 0},
+            },
+        },
+        "sweep_steps": {"type": "array", "items": _POS_INT, "uniqueItems": True},
+        "large_eps": {"type": ["number", "null"], "exclusiveMinimum": 0},
+        "large_eps_steps": _POS_INT,
+        "large_eps_max_accuracy": {"type": "number", "minimum": 0, "maximum": 100},
+        "noise_z": {"type": "number", "minimum": 0},
+        "xent_gap_pp": {"type": "number", "minimum": 0},
+        "overstated_pp": {"type": "number", "minimum": 0},
+        "overstated_fraction": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def resolve_settings(study: Mapping[str, Any], study_name: str) -> dict[str, Any]:
+    """The study's `audit:` block over DEFAULTS, checked, with eps values in [0, 1] units."""
+    given = study.get("audit") or {}
+    errors = list(jsonschema.Draft202012Validator(SETTINGS_SCHEMA).iter_errors(given))
+    if errors:
+        err = max(errors, key=lambda e: len(e.absolute_path))
+        where = ".".join(str(p) for p in err.absolute_path)
+        raise PipelineError(f"config error: studies.{study_name}.audit{'.' + where if where else ''}: {err.message}")
+    s = _merge(DEFAULTS, given)
+    units = float(study.get("pixel_units", 1))
+    attack = study["attack"]
+    s["eps"] = attack["eps"] / units
+    s["large_eps"] = (s["large_eps"] if s["large_eps"] is not None else 0.5 * units) / units
+    s["batch_size"] = s["batch_size"] or attack.get("batch_size", 500)
+    s["n_examples"] = s["n_examples"] or attack.get("max_examples")
+    s["seed"] = study["seed"] if s["seed"] is None else s["seed"]
+    s["pixel_units"] = units
+    return s
+
+
+# --------------------------------------------------------------------------- attacks
+
+
+class _Collect(logging.Handler):
+    """Echo AutoAttack's log lines to stdout (the job log) and keep its warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.warnings: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        print(f"[autoattack] {msg}", flush=True)
+        if record.levelno >= logging.WARNING:
+            self.warnings[msg] = self.warnings.get(msg, 0) + 1
+
+
+def _robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per-example correctness of `model` on float images `x`."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out.append(model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size])
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+def run_autoattack(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, aa: Mapping[str, Any], batch_size: int, seed: int
+) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, int]]:
+    """Each AutoAttack attack on every clean-correct example (its 'individual' mode).
+
+    Returns per-attack robust masks, seconds per attack, and AutoAttack's warnings.
+    Budgets as AutoAttack's version='standard' except the iteration, target and query
+    counts given in `aa`.
+    """
+    from pyautoattack import AutoAttack
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+    from pyautoattack.fab_pt import FABAttack_PT
+    from pyautoattack.square import SquareAttack
+
+    device = x.device
+    runner = AutoAttack(model, attacks=list(aa["attacks"]), version="custom", eps=eps, seed=seed, device=device)
+    logger = runner.logger
+    runner.apgd = APGDAttack(model, n_iter=aa["apgd_iter"], n_restarts=1, eps=eps, seed=seed, loss="ce", rho=0.75, device=device, logger=logger)
+    runner.apgd_targeted = APGDAttack_targeted(
+        model, n_iter=aa["apgd_iter"], n_restarts=1, n_target_classes=aa["apgd_t_targets"], eps=eps, seed=seed, rho=0.75, device=device, logger=logger
+    )
+    runner.fab = FABAttack_PT(model, n_iter=aa["fab_iter"], n_restarts=1, n_target_classes=aa["fab_targets"], eps=eps, seed=seed, device=device)
+    # AutoAttack uses resc_schedule=False with its 5000 queries; fewer queries get the schedule rescaled.
+    runner.square = SquareAttack(
+        model, n_queries=aa["square_queries"], p_init=0.8, n_restarts=1, eps=eps, seed=seed, device=device, resc_schedule=aa["square_queries"] < 5000
+    )
+    handler = _Collect()
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    masks: dict[str, torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    try:
+        for name in aa["attacks"]:
+            runner.attacks_to_run = [name]
+            started = time.perf_counter()
+            x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=batch_size)
+            check_budget(x, x_adv, eps)
+            masks[AA_KEYS[name]] = _robust(model, x_adv, y, batch_size)
+            seconds[AA_KEYS[name]] = time.perf_counter() - started
+    finally:
+        logger.removeHandler(handler)
+    return masks, seconds, handler.warnings
+
+
+def pgd_restarts(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, restarts: int, loss: str,
+    step_factor: float, batch_size: int, generator: torch.Generator,
+) -> tuple[torch.Tensor, list[float]]:
+    """PGD from `restarts` random starts, each on the examples no earlier restart fooled.
+
+    Step size step_factor * eps / steps (Madry et al.'s 2.5 eps / steps). Returns the robust
+    mask (robust only if no restart fooled it) and the accuracy (%) after each restart.
+    """
+    robust = _robust(model, x, y, batch_size)
+    curve = []
+    step_size = step_factor * eps / steps
+    for _ in range(restarts):
+        idx = robust.nonzero().squeeze(1)
+        for start in range(0, len(idx), batch_size):
+            sel = idx[start : start + batch_size]
+            x_adv = pgd(
+                model, x[sel], y[sel], eps=eps, step_size=step_size, steps=steps, loss=loss,  # type: ignore[arg-type]
+                random_start=True, generator=generator,
+            )
+            check_budget(x[sel], x_adv, eps)
+            robust[sel] = _robust(model, x_adv, y[sel], batch_size)
+        curve.append(100.0 * robust.float().mean().item())
+    return robust, curve
+
+
+def _pct(mask: torch.Tensor) -> float:
+    return 100.0 * mask.float().mean().item() if len(mask) else float("nan")
+
+
+def _timed(seconds: dict[str, float], key: str, fn: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    out = fn()
+    seconds[key] = time.perf_counter() - started
+    return out
+
+
+def audit_model(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Mapping[str, Any], record: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run every audit attack on float images `x` in [0, 1] (on the model's device) and the checks.
+
+    `record` is the model's evaluation record (claimed accuracies, black-box accuracies);
+    without it, flag (a) is not checked. Returns the audit part of the record.
+    """
+    eps, bs, n = settings["eps"], settings["batch_size"], len(x)
+    generator = torch.Generator(device=x.device).manual_seed(settings["seed"])
+    masks: dict[str, torch.Tensor] = {}
+    seconds: dict[str, float] = {}
+    clean = _robust(model, x, y, bs)
+    log(f"auditing {n} images at eps {eps:g}: clean {_pct(clean):.2f}%")
+
+    aa_masks, aa_seconds, aa_warnings = run_autoattack(model, x, y, eps, settings["autoattack"], bs, settings["seed"])
+    masks.update(aa_masks)
+    seconds.update(aa_seconds)
+    pg = settings["pgd"]
+    curves: dict[str, list[float]] = {}
+    strong: dict[str, tuple[int, int, float]] = {}
+    for loss in pg["losses"]:
+        key = f"pgd_{loss}"
+        masks[key], curves[key] = _timed(
+            seconds, key, lambda: pgd_restarts(model, x, y, eps, pg["steps"], pg["restarts"], loss, pg["step_factor"], bs, generator)
+        )
+        strong[key] = (pg["steps"], pg["restarts"], _pct(masks[key]))
+    sweep: dict[int, float] = {}
+    for steps in sorted(settings["sweep_steps"]):
+        if steps == pg["steps"] and "pgd_xent" in curves:
+            sweep[steps] = curves["pgd_xent"][0]  # the first restart of pgd_xent is this run
+            continue
+        key = f"sweep_pgd{steps}_xent"
+        masks[key], _ = _timed(seconds, key, lambda: pgd_restarts(model, x, y, eps, steps, 1, "xent", pg["step_factor"], bs, generator))
+        sweep[steps] = _pct(masks[key])
+    for key, value in masks.items():
+        log(f"{key}: {_pct(value):.2f}% ({seconds[key]:.1f} s)")
+
+    large_eps = settings["large_eps"]
+    large: dict[str, float] = {}
+    large_mask = clean.clone()
+    for loss in ("xent", "cw"):
+        mask, _ = _timed(
+            seconds, f"large_eps_{loss}",
+            lambda: pgd_restarts(model, x, y, large_eps, settings["large_eps_steps"], 1, loss, pg["step_factor"], bs, generator),
+        )
+        large[loss] = _pct(mask)
+        large_mask &= mask
+    log(f"large eps {large_eps:g}: {_pct(large_mask):.2f}%")
+
+    aa_keys = [AA_KEYS[a] for a in settings["autoattack"]["attacks"]]
+    autoattack = clean.clone()
+    for key in aa_keys:
+        autoattack &= masks[key]
+    strongest = clean.clone()
+    for mask in masks.values():
+        strongest &= mask
+    accuracy = {"clean": _pct(clean), **{k: _pct(v) for k, v in masks.items()}}
+    accuracy["autoattack"] = _pct(autoattack) if aa_keys else None
+    accuracy["strongest"] = _pct(strongest)
+    accuracy["large_eps"] = _pct(large_mask)
+
+    claimed = claimed_accuracies(record) if record is not None else {}
+    accuracy["strongest_with_record_aggregate"] = min([accuracy["strongest"], *claimed.get("all", {}).values()])
+
+    gradient_keys = [k for k in ("apgd_ce", "apgd_t", "fab_t", "pgd_xent", "pgd_cw") if k in masks]
+    only_square = 0
+    if "square" in masks and gradient_keys:
+        grad_robust = clean.clone()
+        for key in gradient_keys:
+            grad_robust &= masks[key]
+        only_square = int((grad_robust & ~masks["square"]).sum().item())
+    z = settings["noise_z"]
+    ceiling = _class_ceiling(y) if large_eps >= 0.5 else None
+    flags = {
+        "blackbox_beats_whitebox": af.blackbox_beats_whitebox(claimed.get("whitebox", {}), claimed.get("blackbox", {}), claimed.get("n", n), z)
+        if record is not None
+        else af.Flag(False, "not checked: no evaluation record"),
+        "square_beats_gradients": af.square_beats_gradients(
+            accuracy.get("square"), {k: accuracy[k] for k in gradient_keys}, n, z, only_square
+        ),
+        "large_eps_not_broken": af.large_eps_not_broken(accuracy["large_eps"], large_eps, settings["large_eps_max_accuracy"], ceiling),
+        "more_steps_weaker": af.more_steps_weaker(sweep, strong, n, z),
+        "xent_gap": af.xent_gap(
+            {k: accuracy[k] for k in ("apgd_ce", "pgd_xent") if k in masks},
+            {k: accuracy[k] for k in ("apgd_t", "pgd_cw") if k in masks},
+            n, settings["xent_gap_pp"], z,
+        ),
+        "claimed_overstated": af.claimed_overstated(
+            {f"record {k}": claimed[k] for k in ("pgd_xent", "pgd_cw") if claimed.get(k) is not None},
+            accuracy["strongest"], n, settings["overstated_pp"], settings["overstated_fraction"], z,
+        ),
+    }
+    for name, flag in flags.items():
+        log(f"flag {name}: {'RAISED' if flag.raised else 'ok'} - {flag.evidence}")
+    return {
+        "n": n,
+        "eps": eps,
+        "accuracy": accuracy,
+        "claimed": {k: v for k, v in claimed.items() if k != "all"},
+        "restart_curves": curves,
+        "steps_sweep": [{"steps": k, "accuracy": v} for k, v in sorted(sweep.items())],
+        "large_eps": {"eps": large_eps, "steps": settings["large_eps_steps"], "accuracy": large, "worst": accuracy["large_eps"], "ceiling": ceiling},
+        "flags": {name: flags[name].to_dict() for name in af.FLAG_NAMES},
+        "masking_suspected": af.masking_suspected(flags),
+        "autoattack_warnings": aa_warnings,
+        "seconds": seconds,
+    }
+
+
+def _class_ceiling(y: torch.Tensor) -> float:
+    """Largest class share (%): what a perfect attack leaves when every image can reach one point."""
+    return 100.0 * torch.bincount(y).max().item() / max(len(y), 1) if len(y) else float("nan")
+
+
+def claimed_accuracies(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluation record's numbers: the paper's PGD attacks (x-ent, CW) and all white/black-box ones."""
+    acc = record.get("accuracy", {})
+    whitebox = {k[len("whitebox_") :]: v for k, v in acc.items() if k.startswith("whitebox_")}
+    blackbox = {k[len("blackbox_") :]: v for k, v in acc.items() if k.startswith("blackbox_")}
+    specs = record.get("attacks", {}).get("whitebox", {})
+    out: dict[str, Any] = {"whitebox": whitebox, "blackbox": blackbox, "n": record.get("n_test", 0), "test": acc.get("test")}
+    for loss in ("xent", "cw"):
+        names = [name for name, spec in specs.items() if spec.get("method") == "pgd" and spec.get("loss") == loss and name in whitebox]
+        out[f"pgd_{loss}"] = min((whitebox[name] for name in names), default=None)
+        out[f"pgd_{loss}_attacks"] = sorted(names)
+    out["all"] = {**{f"whitebox_{k}": v for k, v in whitebox.items()}, **{f"blackbox_{k}": v for k, v in blackbox.items()}}
+    return out
+
+
+def run(
+    spec: Mapping[str, Any], checkpoint: str | Path, data_path: str | Path, record_path: str | Path | None, out: str | Path,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Audit one stored model; writes one JSON record."""
+    from .checkpoints import load_model
+    from .data import load_dataset
+    from .device import pick_device
+    from .provenance import provenance
+
+    started = time.perf_counter()
+    dev = pick_device(device)
+    settings = spec["settings"]
+    model = load_model(checkpoint, dev, expect_architecture=spec.get("architecture"))
+    for param in model.parameters():
+        param.requires_grad_(False)
+    data = load_dataset(data_path)
+    n = min(settings["n_examples"] or len(data.x_test), len(data.x_test))
+    x, y = data.scale(data.x_test[:n]).to(dev), data.y_test[:n].to(dev)
+    record = read_json(record_path) if record_path else None
+    result = audit_model(model, x, y, settings, record)
+    inputs = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "data": str(data_path)}
+    if record_path:
+        inputs.update(record=str(record_path), record_sha256=sha256_file(record_path))
+    out_record = {
+        **spec.get("info", {}),
+        **result,
+        "settings": settings,
+        "inputs": inputs,
+        "wall_seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time(),  # this process's CPU time so far, imports included
+        "provenance": provenance(dev),
+    }
+    write_json(out, out_record)
+    print(f"audit done in {out_record['wall_seconds']:.1f} s: AutoAttack {result['accuracy']['autoattack']}, "
+          f"strongest {result['accuracy']['strongest']:.2f}%, masking suspected: {result['masking_suspected']}", flush=True)
+    return out_record
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _table_columns() -> list[Any]:
+    from .tables import Column
+
+    claimed, audited, per = "Claimed (paper's attacks)", "Audited", "Per attack (audit)"
+    return [
+        Column("model", "Model", fmt="text"),
+        Column("n", "n", fmt="num"),
+        Column("clean", "Clean"),
+        Column("claimed_pgd_xent", "PGD x-ent", group=claimed),
+        Column("claimed_pgd_cw", "PGD CW", group=claimed),
+        Column("autoattack", "AutoAttack", group=audited),
+        Column("strongest", "Strongest", group=audited),
+        Column("drop", "Drop", group=audited, fmt="diff"),
+        Column("strongest_with_record_aggregate", "Strongest incl. record (aggregate min)", group=per, in_tex=False),
+        *(Column(k, label, group=per, in_tex=False) for k, label in (
+            ("apgd_ce", "APGD-CE"), ("apgd_t", "APGD-T"), ("fab_t", "FAB-T"), ("square", "Square"),
+            ("pgd_xent", "PGD x-ent (restarts)"), ("pgd_cw", "PGD CW (restarts)"), ("large_eps", "Large eps"),
+        )),
+        Column("flags", "Flags", fmt="text"),
+        Column("masking_suspected", "Masking suspected", tex="Masking?", fmt="text"),
+    ]
+
+
+def table_rows(audits: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per audit record: claimed robustness (the paper's PGD attacks, from the evaluation
+    record) against audited robustness; drop = min(claimed) - strongest, in points."""
+    rows = []
+    for rec in audits:
+        acc, claimed = rec["accuracy"], rec.get("claimed", {})
+        claims = [v for v in (claimed.get("pgd_xent"), claimed.get("pgd_cw")) if v is not None]
+        raised = [af.FLAG_LABELS[name].split(":")[0] for name in af.FLAG_NAMES if rec["flags"][name]["raised"]]
+        rows.append(
+            {
+                "model": rec.get("model_id", "?"),
+                "n": rec["n"],
+                "clean": acc["clean"],
+                "claimed_pgd_xent": claimed.get("pgd_xent"),
+                "claimed_pgd_cw": claimed.get("pgd_cw"),
+                "autoattack": acc.get("autoattack"),
+                "strongest": acc["strongest"],
+                "drop": min(claims) - acc["strongest"] if claims else None,
+                "strongest_with_record_aggregate": acc.get("strongest_with_record_aggregate"),
+                **{k: acc.get(k) for k in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd_xent", "pgd_cw", "large_eps")},
+                "flags": ",".join(raised) or "none",
+                "masking_suspected": "yes" if rec["masking_suspected"] else "no",
+            }
+        )
+    return rows
+
+
+def table_caption(audits: list[Mapping[str, Any]]) -> str:
+    """Plain-text settings of the audit (from the first record; the rule gives all records the same)."""
+    if not audits:
+        return "No models audited."
+    rec = audits[0]
+    s, units = rec["settings"], rec["settings"].get("pixel_units", 1)
+    eps = f"{s['eps'] * units:g}" + (f"/{units:g}" if units != 1 else "")
+    aa, pg = s["autoattack"], s["pgd"]
+    flags = "; ".join(f"{af.FLAG_LABELS[name]}" for name in af.FLAG_NAMES)
+    return (
+        f"Study {rec.get('study', '?')}, L-inf eps = {eps}; accuracies in %. Claimed: the evaluation record's white-box PGD "
+        f"accuracy (x-ent, CW). AutoAttack ({', '.join(aa['attacks'])}; APGD {aa['apgd_iter']} it., {aa['apgd_t_targets']} targets; "
+        f"FAB-T {aa['fab_iter']} it., {aa['fab_targets']} targets; Square {aa['square_queries']} queries): per-example worst case. "
+        f"Strongest: per-example worst case over every audit attack (AutoAttack, PGD {pg['steps']} steps x {pg['restarts']} restarts "
+        f"on {', '.join(pg['losses'])}, PGD sweep {s['sweep_steps']}). Drop = min(claimed) - strongest. Flags: {flags}."
+    )
+
+
+def write_table(audits: list[Mapping[str, Any]], csv_path: str | Path, tex_path: str | Path, html_path: str | Path) -> None:
+    """reports/<study>/tables/audit.{csv,tex,html}: every column in CSV/HTML, the headline ones in LaTeX (booktabs)."""
+    import pandas as pd
+
+    from .tables import latex_escape, to_csv, to_html, to_latex
+
+    columns = _table_columns()
+    frame = pd.DataFrame(table_rows(audits), columns=[c.key for c in columns])
+    caption = table_caption(audits)
+    study = audits[0].get("study", "study") if audits else "study"
+    title = "Gradient-masking audit: claimed vs audited robustness"
+    texts = (
+        to_csv(columns, frame),
+        to_latex(columns, frame, f"{latex_escape(title)}. {latex_escape(caption)}", f"tab:{study}-audit"),
+        to_html(columns, frame, title, caption),
+    )
+    for path, text in zip((csv_path, tex_path, html_path), texts):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _json_arg(text: str) -> dict[str, Any]:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.audit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("model", help="audit one model")
+    p.add_argument("--spec", type=_json_arg, required=True, help="settings (resolve_settings), architecture, info (JSON)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--record", default=None, help="the model's evaluation record (claimed accuracies)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default=None)
+    p = sub.add_parser("table", help="per-study audit table (CSV and LaTeX)")
+    p.add_argument("--audits", nargs="+", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--tex", required=True)
+    p.add_argument("--html", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "model":
+            run(args.spec, args.checkpoint, args.data, args.record, args.out, args.device)
+        else:
+            write_table([read_json(path) for path in args.audits], args.csv, args.tex, args.html)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
