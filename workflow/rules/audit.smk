@@ -2,49 +2,10 @@
 # PGD, a PGD steps sweep and a large-eps attack, and the Carlini et al. sanity checks; one
 # table per study sets each model's claimed robustness against its audited robustness.
 # Settings: the study's `audit:` block over the defaults in smoothsqueeze/audit.py.
-from smoothsqueeze import audit as ssaudit
 
 
 localrules:
     audit_table,
-
-
-try:
-    AUDIT_SETTINGS = {name: ssaudit.resolve_settings(st, name) for name, st in config["studies"].items()}
-except PipelineError as _err:
-    sys.exit(str(_err))
-
-
-def audit_file(study, model):
-    return f"{RESULTS}/{study}/audit/{model}.json"
-
-
-def audit_table_file(study, ext):
-    return f"{REPORTS}/{study}/tables/audit.{ext}"
-
-
-def audit_spec(wildcards):
-    st = study_cfg(wildcards.study)
-    return as_json(
-        {
-            "settings": AUDIT_SETTINGS[wildcards.study],
-            "architecture": st["architecture"],
-            "info": {
-                "study": wildcards.study,
-                "model_id": wildcards.model,
-                "dataset": st["dataset"],
-                "entry": sscfg.grid_entry(config, wildcards.study, wildcards.model),
-                "study_eps": st["attack"]["eps"],
-            },
-        }
-    )
-
-
-def audit_targets(study):
-    return [audit_file(study, m) for m in model_ids(study)] + [audit_table_file(study, ext) for ext in ("csv", "tex", "html")]
-
-
-STUDY_TARGETS.append(audit_targets)
 
 
 rule audit:
@@ -59,10 +20,12 @@ rule audit:
         version=f"{CODE_VERSION}-audit1",
     resources:
         gpu=1,
+    conda:
+        TORCH_ENV
     log:
         f"{RESULTS}/{{study}}/logs/audit/{{model}}.log",
     shell:
-        "{PYTHON} -m smoothsqueeze.audit model --spec {params.spec:q} --checkpoint {input.checkpoint} "
+        "python -m smoothsqueeze.audit model --spec {params.spec:q} --checkpoint {input.checkpoint} "
         "--data {input.data} --record {input.record} --out {output} > {log} 2>&1"
 
 
@@ -82,8 +45,10 @@ rule audit_table:
         },
     params:
         version=f"{CODE_VERSION}-audit1",
+    conda:
+        TORCH_ENV
     log:
         f"{REPORTS}/{{study}}/logs/tables/audit.log",
     shell:
-        "{PYTHON} -m smoothsqueeze.audit table --audits {input} --csv {output.csv} --tex {output.tex} "
+        "python -m smoothsqueeze.audit table --audits {input} --csv {output.csv} --tex {output.tex} "
         "--html {output.html} > {log} 2>&1"

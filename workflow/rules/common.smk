@@ -3,9 +3,15 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+PACKAGE_ROOT = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, PACKAGE_ROOT)
 
-from smoothsqueeze import CODE_VERSION
+from smoothsqueeze.job_environment import prepare_job_environment
+
+prepare_job_environment(PACKAGE_ROOT)
+
+
+from smoothsqueeze import CODE_VERSION, TRAIN_CODE_VERSION
 from smoothsqueeze import config as sscfg
 from smoothsqueeze.errors import PipelineError
 
@@ -17,7 +23,8 @@ except PipelineError as _err:
 RESULTS = config["results_dir"]
 REPORTS = config["reports_dir"]
 DATA = config["data_dir"]
-PYTHON = sys.executable
+TORCH_ENV = "../../envs/torch.yaml"
+ANALYSIS_ENV = "../../envs/analysis.yaml"
 
 
 wildcard_constraints:
@@ -63,3 +70,9 @@ STUDY_TARGETS = []
 def study_targets(study):
     """Every final file of a study, from all registered stages."""
     return [path for targets in STUDY_TARGETS for path in targets(study)]
+
+
+# Each stage's helper functions live in functions/<stage>.smk (rules files hold rules only).
+for _helpers in sorted(Path(workflow.basedir, "workflow", "rules", "functions").glob("*.smk")):
+
+    include: str(_helpers)

@@ -9,12 +9,14 @@ rule prepare_data:
     output:
         f"{DATA}/{{dataset}}.npz",
     params:
-        data_root=("--data-root " + str(config["data_root"])) if config.get("data_root") else "",
+        data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
         verify="" if config.get("verify_checksums", True) else "--no-verify",
         download_dir=lambda w: f"{DATA}/downloads/{w.dataset}",
         version=CODE_VERSION,
+    conda:
+        TORCH_ENV
     log:
         f"{DATA}/logs/prepare_{{dataset}}.log",
     shell:
-        "{PYTHON} -m smoothsqueeze prepare-data {wildcards.dataset} --out {output} {params.data_root} "
+        "python -m smoothsqueeze prepare-data {wildcards.dataset} --out {output} {params.data_root} "
         "--download-dir {params.download_dir} {params.verify} > {log} 2>&1"

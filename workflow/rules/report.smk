@@ -2,23 +2,10 @@
 # ends in it. The job runs `snakemake --report` on the study's other final files, which exist by
 # then with their jobs' metadata. It hands this run's whole config (--configfile and --config
 # overrides included) to that call as one JSON file, kept next to the log as a record.
-from pathlib import Path
 
 
 localrules:
     html_report,
-
-
-def report_file(study):
-    return f"{REPORTS}/{study}/report.html"
-
-
-def report_inputs(wildcards):
-    own = report_file(wildcards.study)
-    return [path for path in study_targets(wildcards.study) if path != own]
-
-
-STUDY_TARGETS.append(lambda study: [report_file(study)])
 
 
 rule html_report:
@@ -29,11 +16,12 @@ rule html_report:
     params:
         config_file=lambda w: f"{REPORTS}/{w.study}/logs/report_config.json",
         snakefile=workflow.main_snakefile,
+        partial=lambda w: f"{REPORTS}/{w.study}/.report.partial.html",
     log:
         f"{REPORTS}/{{study}}/logs/report.log",
     run:
         Path(params.config_file).write_text(as_json(config) + "\n")
         shell(
-            "{PYTHON} -m snakemake --snakefile {params.snakefile:q} --directory . --configfile {params.config_file} "
-            "--cores 1 --nolock --report {output} {input} > {log} 2>&1"
+            "python -m snakemake --snakefile {params.snakefile:q} --directory . --configfile {params.config_file} "
+            "--cores 1 --nolock --report {params.partial} {input} > {log} 2>&1 && mv {params.partial} {output}"
         )

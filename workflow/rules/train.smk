@@ -9,17 +9,6 @@
 # An interrupted job resumes from <model dir>/resume.pt (not an output, so Snakemake keeps it).
 
 
-def train_settings(wildcards):
-    return as_json(sscfg.resolve_model(config, wildcards.study, wildcards.model))
-
-
-def train_targets(study):
-    return [checkpoint_file(study, m) for m in model_ids(study)]
-
-
-STUDY_TARGETS.append(train_targets)
-
-
 rule train:
     input:
         data=lambda w: dataset_file(w.study),
@@ -29,13 +18,15 @@ rule train:
         settings=f"{RESULTS}/{{study}}/models/{{model}}/settings.json",
     params:
         settings=train_settings,
-        version=CODE_VERSION,
+        version=TRAIN_CODE_VERSION,
     resources:
         gpu=1,
+    conda:
+        TORCH_ENV
     log:
         f"{RESULTS}/{{study}}/logs/train/{{model}}.log",
     benchmark:
         f"{RESULTS}/{{study}}/benchmarks/train/{{model}}.tsv"
     shell:
-        "{PYTHON} -m smoothsqueeze train --settings {params.settings:q} --data {input.data} "
+        "python -m smoothsqueeze train --settings {params.settings:q} --data {input.data} "
         "--checkpoint {output.checkpoint} --metrics {output.metrics} --settings-out {output.settings} > {log} 2>&1"

@@ -17,6 +17,9 @@ from typing import Any
 #: Bump when a change alters what a stage computes; rules pass it as a param so
 #: Snakemake reruns the affected jobs (edits to an imported package do not trigger reruns).
 CODE_VERSION = "1"
+#: The training stage's own version: bumping it retrains (and, for finished models, is refused
+#: until their folders are deleted), so it moves only when training itself changes.
+TRAIN_CODE_VERSION = "1"
 
 _PUBLIC = {
     "load_model": "checkpoints",
@@ -26,7 +29,7 @@ _PUBLIC = {
     "check_budget": "attacks",
     "AttackBudgetError": "attacks",
 }
-__all__ = ["CODE_VERSION", *_PUBLIC]
+__all__ = ["CODE_VERSION", "TRAIN_CODE_VERSION", *_PUBLIC]
 
 
 def __getattr__(name: str) -> Any:

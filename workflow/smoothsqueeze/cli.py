@@ -105,4 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the workflow to resume", file=sys.stderr)
+        return 130
     return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import read_npz, write_npz
+from .artifacts import atomic_path, read_npz, write_npz
 from .errors import PipelineError
 
 DATASETS = ("digits", "mnist", "cifar10")
@@ -55,18 +55,38 @@ class Dataset:
         return x.float().div_(self.max_value)
 
 
-def load_dataset(path: str | Path) -> Dataset:
+def load_dataset(path: str | Path, dataset: str | None = None) -> Dataset:
+    """Read a prepared .npz and check it before anything trains or is evaluated on it.
+
+    `dataset` (default: the file's name when it is one of DATASETS, e.g. data/digits.npz) sets
+    the image shape expected; a file of another shape, labels outside 0..9 or a bad
+    `max_value` is refused with one line naming the file.
+    """
     arrays = read_npz(path, required=("x_train", "y_train", "x_test", "y_test", "max_value"))
+    if dataset is None and Path(path).stem in SHAPES:
+        dataset = Path(path).stem
+    redo = "delete it and rerun the data stage (snakemake prepares it again)"
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
-            raise PipelineError(f"{path}: x_{split} has shape {x.shape} and y_{split} {y.shape}; expected (N, C, H, W) and (N,)")
+        if x.ndim != 4 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+            raise PipelineError(f"{path}: x_{split} has shape {x.shape} and y_{split} {y.shape}; expected (N, C, H, W) and (N,); {redo}")
+        if dataset in SHAPES and tuple(x.shape[1:]) != SHAPES[dataset][0]:
+            raise PipelineError(f"{path}: x_{split} has images of shape {tuple(x.shape[1:])}, {dataset} images are {SHAPES[dataset][0]}; {redo}")
+        if x.dtype != np.uint8 or not np.issubdtype(y.dtype, np.integer):
+            raise PipelineError(f"{path}: x_{split} is {x.dtype} and y_{split} {y.dtype}; expected uint8 images and integer labels; {redo}")
+        if y.min() < 0 or y.max() > 9:
+            raise PipelineError(f"{path}: y_{split} labels span {y.min()}..{y.max()}; expected 0..9; {redo}")
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise PipelineError(f"{path}: train images are {arrays['x_train'].shape[1:]} but test images {arrays['x_test'].shape[1:]}; {redo}")
+    max_value = arrays["max_value"]
+    if max_value.size != 1 or not np.isfinite(max_value).all() or float(max_value.reshape(-1)[0]) <= 0:
+        raise PipelineError(f"{path}: max_value is {max_value!r}; expected one positive number; {redo}")
     return Dataset(
         torch.from_numpy(arrays["x_train"]),
         torch.from_numpy(arrays["y_train"]).long(),
         torch.from_numpy(arrays["x_test"]),
         torch.from_numpy(arrays["y_test"]).long(),
-        float(arrays["max_value"]),
+        float(max_value.reshape(-1)[0]),
     )
 
 
@@ -122,6 +142,10 @@ def _unchecked_cifar10():  # type: ignore[no-untyped-def]
             base = Path(self.root) / self.base_folder
             return all((base / fname).is_file() for fname, _ in self.train_list + self.test_list)
 
+        def _load_meta(self) -> None:
+            self.classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+            self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
     return UncheckedCIFAR10
 
 
@@ -136,6 +160,22 @@ def _verify_mnist_gz(raw: Path) -> None:
             raise PipelineError(f"{path}: MD5 checksum does not match the published {md5}; replace the file (or set verify_checksums: false)")
 
 
+def _mnist_uncompressed(root: Path, scratch: Path) -> Path:
+    """A root whose MNIST/raw holds uncompressed IDX files; user .gz files are unpacked to `scratch`."""
+    import gzip
+
+    raw = root / "MNIST" / "raw"
+    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    if all((raw / n).is_file() for n in names) or not all((raw / f"{n}.gz").is_file() for n in names):
+        return root
+    target = scratch / "MNIST" / "raw"
+    for n in names:
+        if not (target / n).is_file():
+            with gzip.open(raw / f"{n}.gz", "rb") as src, atomic_path(target / n) as tmp:
+                tmp.write_bytes(src.read())
+    return scratch
+
+
 def prepare_torchvision(name: str, out: str | Path, data_root: str | Path | None, download_dir: str | Path, verify: bool = True) -> None:
     """MNIST or CIFAR-10 from `data_root` (no download) or downloaded into `download_dir`.
 
@@ -147,9 +187,12 @@ def prepare_torchvision(name: str, out: str | Path, data_root: str | Path | None
         if name == "mnist" and verify:
             _verify_mnist_gz(root / "MNIST" / "raw")
         try:
-            splits = _torchvision_splits(name, root, download=False, verify=verify)
-        except RuntimeError as err:
-            raise PipelineError(f"{name}: no usable files under data_root {root} ({err}); {MANUAL_HELP[name].replace('<dir>', str(root))}") from None
+            readable = _mnist_uncompressed(root, Path(download_dir)) if name == "mnist" else root
+            splits = _torchvision_splits(name, readable, download=False, verify=verify)
+        except (RuntimeError, ValueError, OSError, EOFError, AssertionError, IndexError) as err:
+            # missing files, or damaged ones (a bad .gz, a truncated IDX or pickle batch)
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise PipelineError(f"{name}: no usable files under data_root {root} ({reason}); {MANUAL_HELP[name].replace('<dir>', str(root))}") from None
     else:
         final = Path(download_dir)
         if not (final.exists() and any(final.iterdir())):
@@ -167,7 +210,11 @@ def prepare_torchvision(name: str, out: str | Path, data_root: str | Path | None
             for child in tmp.iterdir():
                 shutil.move(str(child), final / child.name)
             shutil.rmtree(tmp, ignore_errors=True)
-        splits = _torchvision_splits(name, final, download=False, verify=verify)
+        try:
+            splits = _torchvision_splits(name, final, download=False, verify=verify)
+        except (RuntimeError, ValueError, OSError, EOFError, AssertionError, IndexError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise PipelineError(f"{name}: the downloaded files in {final} are unusable ({reason}); delete {final} and rerun") from None
     _save(out, name, *splits, 255.0)
 
 

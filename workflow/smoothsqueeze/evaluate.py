@@ -73,7 +73,11 @@ def craft_blackbox(
 def load_blackbox_set(path: str | Path, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """A stored black-box set, checked against its budget and against the clean test images."""
     arrays = read_npz(path, required=("x_adv", "y", "meta"))
-    meta = json.loads(str(arrays["meta"]))
+    try:
+        meta = json.loads(str(arrays["meta"]))
+        meta["attack"]["eps"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise PipelineError(f"{path}: its metadata are unreadable; delete it and rerun craft-blackbox") from None
     x_adv, y = torch.from_numpy(arrays["x_adv"]), torch.from_numpy(arrays["y"]).long()
     n = len(y)
     if n > len(data.y_test) or not torch.equal(y, data.y_test[:n].cpu()):

@@ -8,7 +8,10 @@ are accumulated on the device so the loop never waits for the host between log l
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,17 +20,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import write_json
+from . import TRAIN_CODE_VERSION
+from .artifacts import read_json, remove_stale_temps, sha256_file, write_json
 from .attacks import pgd
 from .checkpoints import load_torch, model_state, save_model, save_torch
 from .data import Dataset, load_dataset
 from .device import pick_device
+from .errors import PipelineError
 from .inference import accuracy
 from .losses import training_loss
 from .models import build_model
 from .provenance import provenance
 
 RESUME_NAME = "resume.pt"
+#: Hidden folder in a model directory with hard links to the finished outputs, so that a
+#: model the workflow deletes to redo it is kept (see `_keep_finished` and `_check_finished`).
+KEPT_DIR = ".finished"
+KEPT_SUMS = "sha256.json"
+#: Settings that do not change the trained model: a change of them keeps a resume point / finished model valid.
+_NOT_MODEL_SETTINGS = ("config_entry",)
+_NOT_MODEL_TRAIN_SETTINGS = ("log_every", "checkpoint_every")
+
+
+class TrainingDiverged(PipelineError, FloatingPointError):
+    """The training loss became NaN or infinite."""
 
 
 def make_optimizer(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -113,8 +129,16 @@ def train_model(
     work_dir: Path,
     device: torch.device,
     log: Callable[[str], None] = print,
+    data_sha256: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train one model as `settings` (from config.resolve_model) says; resumes from work_dir/resume.pt."""
+    """Train one model as `settings` (from config.resolve_model) says; resumes from work_dir/resume.pt.
+
+    The resume point holds everything the loop's result depends on (model, optimizer, the
+    generator that draws batches, noise and attack starts, the global RNG, the running log
+    sums), so a resumed run ends with the same weights, bit for bit, as an uninterrupted one
+    on the CPU (on a GPU, as far as its kernels are deterministic). It is used only when it was written for the same model settings,
+    code version and data (`data_sha256`); otherwise training starts from the beginning.
+    """
     cfg, k = settings["train"], settings["k"]
     torch.manual_seed(settings["seed"])
     model = build_model(settings["architecture"], *data.image_shape[:2], data.num_classes).to(device)
@@ -126,22 +150,32 @@ def train_model(
     history: list[dict[str, float]] = []
     start = 0
     resume_path = work_dir / RESUME_NAME
+    key = _model_key(settings, data_sha256)
+    sums = torch.zeros(3, device=device)  # loss, correct, logit norm; summed on the device
+    seen = 0
     if resume_path.exists():
-        state = load_torch(resume_path, map_location=device)
-        if state.get("settings_key") == _settings_key(settings):
+        state = _read_resume(resume_path, log)
+        if state is not None and state.get("key") == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["generator"].cpu())
             sampler.load(state["sampler"])
             history, start = list(state["history"]), int(state["iteration"])
+            torch.set_rng_state(state["rng_cpu"])
+            if state.get("device_type") == device.type:
+                generator.set_state(state["generator"])
+                if device.type == "cuda" and state.get("rng_cuda") is not None:
+                    torch.cuda.set_rng_state(state["rng_cuda"], device)
+            else:
+                generator.manual_seed(settings["seed"] + start)
+                log(f"{resume_path} was written on {state.get('device_type')}, this run is on {device.type}: "
+                    "random draws are reseeded, so this model will not be bit-identical to an uninterrupted run")
+            sums, seen = state["sums"].to(device), int(state["seen"])
             log(f"resuming from {resume_path} at iteration {start}/{k}")
-        else:
-            log(f"ignoring {resume_path}: it was written for other settings")
+        elif state is not None:
+            log(f"ignoring {resume_path}: it was written for other settings, data or code; training from the start")
     runner = _maybe_compile(model, cfg.get("compile", False), data.scale(data.x_train[:2]).to(memory_format=memory_format), log)
     alpha, beta, sigma, adv = settings["alpha"], settings["beta"], settings["sigma"], settings["adversarial"]
     log_every, ckpt_every = cfg.get("log_every", 100), cfg.get("checkpoint_every", 1000)
-    sums = torch.zeros(3, device=device)  # loss, correct, logit norm; summed on the device
-    seen = 0
     tick, tick_iter = time.perf_counter(), start
     model.train()
     for it in range(start, k):
@@ -173,7 +207,7 @@ def train_model(
         if done % log_every == 0 or done == k:
             loss_avg, acc, norm = (sums / max(seen, 1)).tolist()
             if not math.isfinite(loss_avg):
-                raise FloatingPointError(f"training loss became {loss_avg} at iteration {done}; lower the learning rate or beta")
+                raise TrainingDiverged(f"training loss became {loss_avg} at iteration {done}; lower the learning rate or beta")
             now = time.perf_counter()
             rate = (done - tick_iter) / max(now - tick, 1e-9)
             history.append({"iteration": done, "loss": loss_avg, "accuracy": 100 * acc, "logit_norm": norm, "lr": learning_rate(cfg, it, k)})
@@ -183,16 +217,22 @@ def train_model(
             )
             sums.zero_()
             seen, tick, tick_iter = 0, now, done
-        if done % ckpt_every == 0 and done < k:
+        if done % ckpt_every == 0 or done == k:
+            # Also at k: a job killed while writing its outputs then resumes at the end, not at the last checkpoint.
             save_torch(
                 resume_path,
                 {
-                    "settings_key": _settings_key(settings),
+                    "key": key,
                     "iteration": done,
                     "model": model_state(model),
                     "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(),
+                    "rng_cpu": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "device_type": device.type,
                     "sampler": sampler.state(),
+                    "sums": sums.detach().cpu(),
+                    "seen": seen,
                     "history": history,
                 },
             )
@@ -206,24 +246,163 @@ def train_model(
     return model, metrics
 
 
-def _settings_key(settings: dict[str, Any]) -> str:
-    import json
+def _model_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide the trained weights (not how often it logs or checkpoints)."""
+    out = {key: value for key, value in settings.items() if key not in _NOT_MODEL_SETTINGS}
+    out["train"] = {key: value for key, value in settings.get("train", {}).items() if key not in _NOT_MODEL_TRAIN_SETTINGS}
+    return out
 
-    return json.dumps(settings, sort_keys=True)
+
+def _model_key(settings: dict[str, Any], data_sha256: str | None) -> str:
+    return json.dumps({"settings": _model_settings(settings), "code_version": TRAIN_CODE_VERSION, "data_sha256": data_sha256}, sort_keys=True)
+
+
+def _read_resume(path: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The resume point, or None (logged) when it cannot be used; a resume point is never trusted blindly."""
+    try:
+        state = load_torch(path, map_location="cpu")
+    except PipelineError as err:
+        log(f"ignoring {path}: {str(err).removeprefix(f'{path}: ')}; training from the start")
+        return None
+    needed = ("key", "iteration", "model", "optimizer", "generator", "rng_cpu", "sampler", "sums", "seen", "history")
+    if any(name not in state for name in needed):
+        log(f"ignoring {path}: written by another version of this code; training from the start")
+        return None
+    return state
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = _flat(_model_settings(old)), _flat(_model_settings(new))
+    return [f"{key} {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link `src` as `dst` (no extra disk space); copy where the file system has no hard links."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _keep_finished(outputs: dict[str, Path]) -> None:
+    """Hard-link the finished outputs into <model dir>/.finished/, out of the workflow's reach.
+
+    Snakemake deletes a job's outputs before it redoes the job (protected() cannot stop that
+    for root, who may write read-only files), so these links are what keeps a finished model.
+    """
+    kept = outputs["checkpoint"].parent / KEPT_DIR
+    kept.mkdir(exist_ok=True)
+    write_json(kept / KEPT_SUMS, {f"{path.name}.kept": sha256_file(path) for path in outputs.values()})
+    for path in (outputs["settings"], outputs["metrics"], outputs["checkpoint"]):  # the checkpoint last: it marks the set complete
+        _link_or_copy(path, kept / f"{path.name}.kept")
+
+
+def _check_finished(
+    outputs: dict[str, Path], settings: dict[str, Any], data_sha256: str, log: Callable[[str], None]
+) -> bool:
+    """Never lose or silently redo a finished model: restore it, or refuse to replace it.
+
+    Returns True when a finished model of the same settings, data and code was restored
+    (nothing to train); raises PipelineError when the kept model was made otherwise.
+    """
+    work_dir = outputs["checkpoint"].parent
+    kept = work_dir / KEPT_DIR
+    kept_files = {name: kept / f"{path.name}.kept" for name, path in outputs.items()}
+    if not kept_files["checkpoint"].exists():
+        return False
+    damaged = _damaged(kept, kept_files)
+    if damaged:
+        # A hard link shares its file's bytes: a model damaged in place is damaged here too and worth nothing.
+        shutil.rmtree(kept)
+        log(f"the finished model kept in {kept}/ is damaged ({damaged}) and was removed; training again")
+        return False
+    try:
+        old = read_json(kept_files["settings"])
+        old_settings = old["settings"]
+    except (PipelineError, KeyError, TypeError):
+        old, old_settings = {}, None
+    why = []
+    if old_settings is None:
+        why.append(f"its {kept_files['settings'].name} is missing or unreadable")
+    else:
+        why += _differences(old_settings, settings)
+        if old.get("data_sha256") not in (None, data_sha256):
+            why.append(f"data sha256 {old['data_sha256'][:12]}... -> {data_sha256[:12]}...")
+        old_code = old.get("provenance", {}).get("code_version")
+        if old_code != TRAIN_CODE_VERSION:
+            why.append(f"code version {old_code!r} -> {TRAIN_CODE_VERSION!r}")
+    if why:
+        raise PipelineError(
+            f"{work_dir}: holds a finished model made with other settings ({'; '.join(why)}); it is kept in {kept}/ and "
+            f"nothing was retrained. To retrain it, delete {work_dir}; to keep it, set its settings back in the config"
+        )
+    missing = [path.name for path in kept_files.values() if not path.exists()]
+    if missing:
+        raise PipelineError(f"{work_dir}: the finished model kept in {kept}/ lacks {missing}; nothing was retrained. To retrain it, delete {work_dir}")
+    for name, path in outputs.items():
+        if not path.exists():
+            _link_or_copy(kept_files[name], path)
+        os.utime(path)  # newer than its inputs, so the workflow does not schedule it again
+    (work_dir / RESUME_NAME).unlink(missing_ok=True)
+    log(
+        f"{outputs['checkpoint']}: restored the finished model made with these settings (kept in {kept}/); "
+        f"nothing was retrained. To retrain it, delete {work_dir}"
+    )
+    return True
+
+
+def _damaged(kept: Path, kept_files: dict[str, Path]) -> str:
+    """Why the kept checkpoint is worth nothing ('' when it is intact)."""
+    model = kept_files["checkpoint"]
+    try:
+        expected = read_json(kept / KEPT_SUMS).get(model.name)
+    except (PipelineError, AttributeError):
+        expected = None
+    if expected is not None:
+        return "" if sha256_file(model) == expected else f"{model.name} does not match its sha256"
+    try:
+        load_torch(model)
+    except PipelineError as err:
+        return str(err)
+    return ""
 
 
 def run(settings: dict[str, Any], data_path: str | Path, checkpoint: str | Path, metrics_path: str | Path, settings_path: str | Path, device: str | None = None) -> None:
-    """Train, then write the checkpoint, metrics and resolved settings (each atomically)."""
+    """Train, then write the resolved settings, metrics and checkpoint (each atomically, the checkpoint last).
+
+    A finished model is never lost or silently redone: see `_check_finished`.
+    """
     dev = pick_device(device)
-    data = load_dataset(data_path).to(dev)
-    work_dir = Path(checkpoint).parent
+    outputs = {"checkpoint": Path(checkpoint), "metrics": Path(metrics_path), "settings": Path(settings_path)}
+    work_dir = outputs["checkpoint"].parent
     work_dir.mkdir(parents=True, exist_ok=True)
+    for path in outputs.values():
+        remove_stale_temps(path.parent, (path.name,))
+    remove_stale_temps(work_dir, (RESUME_NAME,))
+    data_cpu = load_dataset(data_path, settings.get("dataset"))
+    data_sha256 = sha256_file(data_path)
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if _check_finished(outputs, settings, data_sha256, log):
+        return
+    data = data_cpu.to(dev)
     print(f"training {settings['study']}/{settings['model_id']} on {dev} ({settings['architecture']}, k={settings['k']})", flush=True)
     started = time.perf_counter()
-    model, metrics = train_model(settings, data, work_dir, dev, log=lambda line: print(line, flush=True))
+    model, metrics = train_model(settings, data, work_dir, dev, log=log, data_sha256=data_sha256)
     metrics["wall_seconds"] = time.perf_counter() - started
-    save_model(checkpoint, model, settings["architecture"], data.image_shape, data.num_classes)
-    write_json(metrics_path, metrics)
-    write_json(settings_path, {"settings": settings, "data": str(data_path), "provenance": provenance(dev)})
+    write_json(outputs["settings"], {"settings": settings, "data": str(data_path), "data_sha256": data_sha256, "provenance": provenance(dev)})
+    write_json(outputs["metrics"], metrics)
+    # The checkpoint is written last: a later stage reads model.pt only, and it exists only when all outputs do.
+    save_model(outputs["checkpoint"], model, settings["architecture"], data.image_shape, data.num_classes)
+    _keep_finished(outputs)
     (work_dir / RESUME_NAME).unlink(missing_ok=True)
     print(f"done: train {metrics['train_accuracy']:.2f}% test {metrics['test_accuracy']:.2f}% in {metrics['wall_seconds']:.1f} s", flush=True)
