@@ -21,12 +21,12 @@ from smoothsqueeze.train import train_model
 
 #: Budgets small enough for tests; every attack of the audit still runs.
 TINY_AUDIT = {
-    "autoattack": {"apgd_iter": 20, "apgd_t_targets": 2, "fab_iter": 10, "fab_targets": 2, "square_queries": 300},
+    "autoattack": {"apgd_iter": 10, "apgd_t_targets": 2, "fab_iter": 5, "fab_targets": 2, "square_queries": 200},
     "pgd": {"steps": 20, "restarts": 2},
     "sweep_steps": [5, 20],
     "large_eps_steps": 20,
 }
-N_IMAGES = 100
+N_IMAGES = 80
 
 
 def _study(audit_block: dict | None = None, units: float = 1) -> dict:

@@ -85,10 +85,10 @@ def test_snakemake_builds_every_figure_of_the_tiny_study(tiny_copy: Path) -> Non
     models = ["natural_k40", "noise0.3_k40", "ls0.9_k40", "sq0.5_noise0.3_k40", "pgd3-eps0.2-step0.1_k30"]
     for model in models:
         summary = json.loads((tiny_copy / f"results/tiny/analysis/{model}.json").read_text())
-        assert summary["model_id"] == model and summary["n_test"] == 360
+        assert summary["model_id"] == model and summary["n_test"] == 60  # the study's attack.max_examples
         assert 0 <= summary["predicted_robust_accuracy"] <= summary["clean_accuracy"] <= 100
         arrays = np.load(tiny_copy / f"results/tiny/analysis/{model}.npz")
-        assert arrays["eps_l"].shape == (360,)
+        assert arrays["eps_l"].shape == (60,)
     log = (tiny_copy / "reports/tiny/logs/figures.log").read_text()
     assert "fig2_logits_adversarial: natural_k40, pgd3-eps0.2-step0.1_k30 (missing: weak adversarial)" in log
     # The figures carry report captions that render (Jinja + reStructuredText).
