@@ -10,6 +10,7 @@ import yaml
 from smoothsqueeze import config as cfg
 
 ROOT = Path(__file__).resolve().parent.parent
+PAPER = ROOT / "workflow" / "paper"  # the paper's numbers, shipped with the pipeline
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +119,12 @@ def test_paper_studies_cover_every_table_row(shipped: dict) -> None:
 
     config = cfg.validate_config(copy.deepcopy(shipped))
     mnist = {(e["alpha"], e["beta"], e["sigma"], e["k"]) for e in config["studies"]["mnist"]["grid"] if "adversarial" not in e}
-    with open(ROOT.parent / "shared" / "paper" / "mnist_table5.csv") if (ROOT.parent / "shared").exists() else open(ROOT / "workflow" / "paper" / "mnist_table5.csv") as fh:
+    with open(PAPER / "mnist_table5.csv") as fh:
         for row in csv.DictReader(fh):
             if row["defense"] == "regularized":
                 assert (float(row["alpha"]), float(row["beta"]), float(row["sigma"]), int(row["k"])) in mnist, row["row"]
     cifar = {(e["alpha"], e["beta"], e["sigma"], e["k"]) for e in config["studies"]["cifar10"]["grid"] if "adversarial" not in e}
-    with open(ROOT.parent / "shared" / "paper" / "cifar10_table6.csv") if (ROOT.parent / "shared").exists() else open(ROOT / "workflow" / "paper" / "cifar10_table6.csv") as fh:
+    with open(PAPER / "cifar10_table6.csv") as fh:
         for row in csv.DictReader(fh):
             if row["defense"] == "regularized":
                 assert (float(row["alpha"]), float(row["beta"]), float(row["sigma_255"]), int(row["k"])) in cifar, row["row"]
