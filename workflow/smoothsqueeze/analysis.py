@@ -19,7 +19,6 @@ predicted_robust_accuracy = % of images correctly classified with eps < eps_L.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from .artifacts import sha256_file, write_json, write_npz
 from .checkpoints import load_model
 from .data import load_dataset
 from .device import pick_device
+from .cli_support import exit_status, json_object
 from .errors import PipelineError
 from .provenance import provenance
 
@@ -167,19 +167,11 @@ def run(
     return summary
 
 
-def _spec(text: str) -> dict[str, Any]:
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--spec is not valid JSON: {err}") from None
-    if not isinstance(spec, dict) or "eps" not in spec:
-        raise argparse.ArgumentTypeError("--spec must be a JSON object with at least 'eps'")
-    return spec
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.analysis", description="Eq. 4 quantities and activation sums of one model.")
-    parser.add_argument("--spec", type=_spec, required=True, help="eps, pixel_units, batch_size, max_examples, architecture, info (JSON)")
+    parser.add_argument("--spec", type=json_object("--spec", ("eps",)), required=True, help="eps, pixel_units, batch_size, max_examples, architecture, info (JSON)")
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True, help="per-image arrays (.npz)")
@@ -187,15 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     s = args.spec
-    try:
+    def action() -> None:
         run(
             args.checkpoint, args.data, args.out, args.summary, float(s["eps"]), float(s.get("pixel_units", 1)),
             int(s.get("batch_size") or DEFAULT_BATCH_SIZE), s.get("max_examples"), s.get("architecture"), s.get("info"), args.device,
         )
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(action)
 
 
 if __name__ == "__main__":

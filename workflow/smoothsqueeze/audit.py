@@ -31,6 +31,7 @@ from torch import nn
 from . import audit_flags as af
 from .artifacts import atomic_path, read_json, sha256_file, write_json
 from .attacks import check_budget, pgd
+from .cli_support import exit_status
 from .errors import PipelineError
 
 AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -531,15 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    def action() -> None:
         if args.command == "model":
             run(args.spec, args.checkpoint, args.data, args.record, args.out, args.device)
         else:
             write_table([read_json(path) for path in args.audits], args.csv, args.tex, args.html)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(action)
 
 
 if __name__ == "__main__":

@@ -5,20 +5,14 @@ Errors the user can act on (PipelineError) print as one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from typing import Any, Callable
+from typing import Callable
 
+from .cli_support import exit_status, json_object
 from .errors import PipelineError
 
 Handler = Callable[[argparse.Namespace], None]
 
 
-def _settings(text: str) -> dict[str, Any]:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--settings is not valid JSON: {err}") from None
 
 
 def _prepare_data(args: argparse.Namespace) -> None:
@@ -47,7 +41,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["prepare-data"] = _prepare_data
 
     p = sub.add_parser("train", help="train one grid point")
-    p.add_argument("--settings", type=_settings, required=True, help="resolved model settings (JSON)")
+    p.add_argument("--settings", type=json_object("--settings"), required=True, help="resolved model settings (JSON)")
     p.add_argument("--data", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--metrics", required=True)
@@ -56,7 +50,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["train"] = _train
 
     p = sub.add_parser("craft-blackbox", help="craft one black-box adversarial test set on the source model")
-    p.add_argument("--spec", type=_settings, required=True, help="attack, batch_size, max_examples, seed, architecture (JSON)")
+    p.add_argument("--spec", type=json_object("--spec"), required=True, help="attack, batch_size, max_examples, seed, architecture (JSON)")
     p.add_argument("--source", required=True, help="source model checkpoint")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
@@ -64,7 +58,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["craft-blackbox"] = _craft_blackbox
 
     p = sub.add_parser("evaluate", help="clean, white-box and black-box accuracy of one model")
-    p.add_argument("--spec", type=_settings, required=True, help="whitebox attacks, batch_size, max_examples, seed, info (JSON)")
+    p.add_argument("--spec", type=json_object("--spec"), required=True, help="whitebox attacks, batch_size, max_examples, seed, info (JSON)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--blackbox", nargs="*", default=[], metavar="NAME=PATH", help="stored black-box sets")
@@ -100,12 +94,4 @@ def _evaluate(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser, handlers = build_parser()
     args = parser.parse_args(argv)
-    try:
-        handlers[args.stage](args)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun the workflow to resume", file=sys.stderr)
-        return 130
-    return 0
+    return exit_status(lambda: handlers[args.stage](args))

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import atomic_path, read_json
+from .cli_support import exit_status
 from .errors import PipelineError
 
 
@@ -84,15 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", required=True)
     parser.add_argument("--tex", required=True)
     args = parser.parse_args(argv)
-    try:
+    def action() -> None:
         models = [dict(zip(("settings", "metrics", "train_benchmark", "evaluate_benchmark"), m)) for m in args.model]
         frame = cost_table(models)
         write_tables(frame, args.csv, args.tex, args.study)
         print(frame.to_string(index=False))
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(action)
 
 
 if __name__ == "__main__":

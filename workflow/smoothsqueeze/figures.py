@@ -10,7 +10,6 @@ written (a figure with no eligible model says so), so the targets are static.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .artifacts import atomic_path, read_json, read_npz
+from .cli_support import exit_status, json_object
 from .errors import PipelineError
 
 
@@ -357,27 +357,16 @@ def run(spec: dict[str, Any], out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def _spec(text: str) -> dict[str, Any]:
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--spec is not valid JSON: {err}") from None
-    if not isinstance(spec, dict) or not {"study", "eps", "models"} <= set(spec):
-        raise argparse.ArgumentTypeError("--spec must be a JSON object with 'study', 'eps' and 'models'")
-    return spec
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.figures", description="The paper's figures for one study.")
-    parser.add_argument("--spec", type=_spec, required=True, help="study, eps, pixel_units, models [{model_id, entry, analysis, summary, metrics}] (JSON)")
+    parser.add_argument("--spec", type=json_object("--spec", ("study", "eps", "models")), required=True, help="study, eps, pixel_units, models [{model_id, entry, analysis, summary, metrics}] (JSON)")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
-    try:
+    def action() -> None:
         run(args.spec, args.out_dir)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(action)
 
 
 if __name__ == "__main__":

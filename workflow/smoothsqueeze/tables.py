@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import math
 import re
 import sys
@@ -27,6 +26,7 @@ import pandas as pd
 
 from . import paper
 from .artifacts import atomic_path, read_json
+from .cli_support import exit_status, json_object
 from .errors import PipelineError
 
 #: Identity columns of a row file; the accuracy columns (train, test, whitebox_*, blackbox_*)
@@ -400,19 +400,10 @@ def write_table(columns: list[Column], frame: pd.DataFrame, name: str, title: st
 # ---------------------------------------------------------------- command line
 
 
-def _spec(text: str) -> dict[str, Any]:
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--spec is not valid JSON: {err}") from None
-    missing = [k for k in ("study", "dataset", "eps", "whitebox", "blackbox", "blackbox_source") if k not in spec]
-    if missing:
-        raise argparse.ArgumentTypeError(f"--spec lacks {missing}")
-    return spec
 
 
 def _outputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", type=_spec, required=True, help="study, dataset, eps, pixel_units, whitebox/blackbox attacks (JSON)")
+    p.add_argument("--spec", type=json_object("--spec", ("study", "dataset", "eps", "whitebox", "blackbox", "blackbox_source")), required=True, help="study, dataset, eps, pixel_units, whitebox/blackbox attacks (JSON)")
     p.add_argument("--rows", nargs="*", default=[], help="row files, in table order")
     p.add_argument("--csv", required=True)
     p.add_argument("--tex", required=True)
@@ -438,11 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    def action() -> None:
         if args.command == "row":
             summary = read_json(args.analysis) if args.analysis else None
             write_row(build_row(read_json(args.record), summary), args.out)
-            return 0
+            return
         rows, spec = read_rows(args.rows), args.spec
         if args.command == "table":
             columns, frame = study_frame(args.name, rows, spec)
@@ -453,10 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             title = f"Reproduced vs the paper's {paper.PAPER_TABLES[args.name].title}"
         write_table(columns, frame, args.name, title, spec, (args.csv, args.tex, args.html))
         print(f"{args.csv}: {len(frame)} rows")
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(action)
 
 
 if __name__ == "__main__":
