@@ -396,9 +396,11 @@ def run(settings: dict[str, Any], data_path: str | Path, checkpoint: str | Path,
         return
     data = data_cpu.to(dev)
     print(f"training {settings['study']}/{settings['model_id']} on {dev} ({settings['architecture']}, k={settings['k']})", flush=True)
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     model, metrics = train_model(settings, data, work_dir, dev, log=log, data_sha256=data_sha256)
     metrics["wall_seconds"] = time.perf_counter() - started
+    # CPU seconds of this process (all its threads): unlike wall time, not inflated by other jobs sharing the cores.
+    metrics["cpu_seconds"] = time.process_time() - started_cpu
     write_json(outputs["settings"], {"settings": settings, "data": str(data_path), "data_sha256": data_sha256, "provenance": provenance(dev)})
     write_json(outputs["metrics"], metrics)
     # The checkpoint is written last: a later stage reads model.pt only, and it exists only when all outputs do.
