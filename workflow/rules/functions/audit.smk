@@ -1,5 +1,5 @@
 # Helpers of the audit rules (workflow/rules/audit.smk): paths, job settings, study targets.
-from smoothsqueeze import audit as ssaudit
+from smoothsqueeze import audit_settings as ssaudit
 
 
 try:
