@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from smoothsqueeze.data import Dataset, load_dataset, prepare_digits
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY_CONFIG = ROOT / "tests" / "data" / "tiny_config.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -38,3 +40,11 @@ def tiny_copy(tiny_study: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "study"
     shutil.copytree(tiny_study, dest, symlinks=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """scikit-learn's digits prepared as the pipeline stores them (read-only for tests)."""
+    path = tmp_path_factory.mktemp("digits") / "digits.npz"
+    prepare_digits(path)
+    return load_dataset(path)

@@ -6,16 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from smoothsqueeze.attacks import AttackBudgetError, check_budget, cw_loss, fgsm, pgd
-from smoothsqueeze.data import Dataset, load_dataset, prepare_digits
+from smoothsqueeze.data import Dataset
 from smoothsqueeze.inference import accuracy
 from smoothsqueeze.models import MadryCNN
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    path = tmp_path_factory.mktemp("data") / "digits.npz"
-    prepare_digits(path)
-    return load_dataset(path)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from torch import nn
 from conftest import TINY_CONFIG, run_snakemake
 from smoothsqueeze import audit
 from smoothsqueeze import audit_flags as af
-from smoothsqueeze.data import Dataset, load_dataset, prepare_digits
+from smoothsqueeze.data import Dataset
 from smoothsqueeze.errors import PipelineError
 from smoothsqueeze.train import train_model
 
@@ -45,13 +45,6 @@ class Quantized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(torch.round(x * self.levels) / self.levels)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    prepare_digits(path)
-    return load_dataset(path)
 
 
 @pytest.fixture(scope="module")
