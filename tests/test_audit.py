@@ -145,8 +145,53 @@ def test_xent_gap_and_overstated_flags() -> None:
     assert af.xent_gap({"apgd_ce": 40.0}, {"apgd_t": 10.0}, 1000, gap_pp=10).raised
     assert not af.xent_gap({"apgd_ce": 15.0}, {"apgd_t": 10.0}, 1000, gap_pp=10).raised
     assert af.claimed_overstated({"pgd": 40.0}, 11.0, 1000, 10, 0.5).raised
-    assert not af.claimed_overstated({"pgd": 60.0}, 50.0, 1000, 10, 0.5).raised  # 10 pp, but only 17% of the claim
     assert not af.claimed_overstated({"pgd": 3.0}, 0.3, 1000, 10, 0.5).raised  # 90% of the claim, but 2.7 pp
+
+
+#: n so large that sampling noise (< 0.2 pp) never decides: each case below isolates one threshold.
+BIG_N = 10**6
+
+
+@pytest.mark.parametrize(
+    ("claim", "strongest", "raised"),
+    [
+        # "at least half the claim" (min_fraction 0.5), every drop far above the 10 pp minimum
+        (80.0, 30.0, True),   # drop 50 = 62% of the claim
+        (80.0, 40.0, True),   # drop 40 = exactly 50%: the rule is ">=", so raised
+        (80.0, 40.5, False),  # drop 39.5 = 49%: 29 pp above the minimum, but less than half the claim
+        (60.0, 50.0, False),  # drop 10 (17% of the claim) - fails both rules
+        (80.0, 60.0, False),  # drop 20 = 25%: twice the pp minimum, half the fraction
+        # "at least 10 points" (min_pp 10), every drop at least half the claim
+        (15.0, 4.0, True),    # drop 11 = 73%
+        (15.0, 5.0, False),   # drop exactly 10 pp: the rule is ">", so not raised
+        (15.0, 5.5, False),   # drop 9.5 pp = 63% of the claim
+        (12.0, 4.0, False),   # drop 8 pp = 67% of the claim
+    ],
+)
+def test_claimed_overstated_thresholds(claim: float, strongest: float, raised: bool) -> None:
+    flag = af.claimed_overstated({"pgd": claim}, strongest, BIG_N, 10, 0.5)
+    assert flag.raised is raised, flag.evidence
+    assert ("- overstated" if raised else "not overstated") in flag.evidence
+
+
+def test_claimed_overstated_uses_its_parameters_the_noise_and_the_lowest_claim() -> None:
+    # min_pp and min_fraction are the caller's, not constants
+    assert af.claimed_overstated({"pgd": 12.0}, 5.0, BIG_N, 5, 0.5).raised  # 7 pp > 5, 58% >= 50%
+    assert not af.claimed_overstated({"pgd": 12.0}, 5.0, BIG_N, 10, 0.5).raised  # 7 pp < 10
+    assert af.claimed_overstated({"pgd": 80.0}, 60.0, BIG_N, 10, 0.25).raised  # 25% >= 25%
+    assert not af.claimed_overstated({"pgd": 80.0}, 60.0, BIG_N, 10, 0.3).raised  # 25% < 30%
+    # sampling noise raises the bar above min_pp: 20 pp at 50% vs 30% is beyond noise on 100 examples
+    # (2 standard errors = 13.9 pp) but not on 30 (25.3 pp)
+    assert af.noise_pp(50.0, 30.0, 100) == pytest.approx(13.86, abs=0.01)
+    assert af.claimed_overstated({"pgd": 50.0}, 30.0, 100, 10, 0.3).raised
+    assert not af.claimed_overstated({"pgd": 50.0}, 30.0, 30, 10, 0.3).raised
+    # the lowest claim is the one compared: 16 vs 30 is a 14 pp drop but 47% of it (not raised);
+    # against the higher claim of 90 it would be 82%
+    assert not af.claimed_overstated({"pgd_xent": 90.0, "pgd_cw": 30.0}, 16.0, BIG_N, 10, 0.5).raised
+    assert af.claimed_overstated({"pgd_xent": 90.0, "pgd_cw": 30.0}, 14.0, BIG_N, 10, 0.5).raised
+    # nothing claimed: not checked
+    flag = af.claimed_overstated({}, 0.0, BIG_N, 10, 0.5)
+    assert not flag.raised and flag.evidence.startswith("not checked")
 
 
 # ------------------------------------------------------------------ settings

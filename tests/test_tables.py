@@ -37,7 +37,7 @@ MNIST_SPEC = {
 }
 
 
-def write_row(tmp: Path, study: str, model: str, entry: dict, accuracy: dict, predicted: float | None = None) -> Path:
+def write_row(tmp: Path, study: str, model: str, entry: dict, accuracy: dict, predicted: float | None = None, predicted_top: float | None = None) -> Path:
     """A real evaluation record (and analysis summary) on disk, turned into a row file by the CLI."""
     record = {"study": study, "model_id": model, "entry": entry, "accuracy": accuracy, "eps": 0.3, "pixel_units": 1, "n_test": 100}
     (tmp / "records").mkdir(exist_ok=True)
@@ -45,7 +45,10 @@ def write_row(tmp: Path, study: str, model: str, entry: dict, accuracy: dict, pr
     args = ["row", "--record", str(tmp / "records" / f"{model}.json"), "--out", str(tmp / "rows" / f"{model}.csv")]
     if predicted is not None:
         (tmp / "analysis").mkdir(exist_ok=True)
-        (tmp / "analysis" / f"{model}.json").write_text(json.dumps({"model_id": model, "predicted_robust_accuracy": predicted}))
+        summary = {"model_id": model, "predicted_robust_accuracy": predicted}
+        if predicted_top is not None:
+            summary["predicted_robust_accuracy_top"] = predicted_top
+        (tmp / "analysis" / f"{model}.json").write_text(json.dumps(summary))
         args += ["--analysis", str(tmp / "analysis" / f"{model}.json")]
     assert tables.main(args) == 0
     return tmp / "rows" / f"{model}.csv"
@@ -70,7 +73,8 @@ def toy_rows(tmp_path: Path) -> list[Path]:
         write_row(tmp_path, "toy", "ls0.95_noise0.3_k200", {"alpha": 0.95, "sigma": 0.3, "k": 200},
                   {"train": 99.0, "test": 98.0, "whitebox_pgd40_xent": 40.333, "whitebox_fgsm_cw": 60.0, "blackbox_fgsm_cw": 80.0}),
         write_row(tmp_path, "toy", "pgd40-eps0.3-step0.01_k50", {"k": 50, "adversarial": {"steps": 40, "step_size": 0.01, "eps": 0.3}},
-                  {"train": 97.0, "test": 96.5, "whitebox_pgd40_xent": 90.0, "whitebox_fgsm_cw": 91.0, "blackbox_fgsm_cw": 95.0}, predicted=55.556),
+                  {"train": 97.0, "test": 96.5, "whitebox_pgd40_xent": 90.0, "whitebox_fgsm_cw": 91.0, "blackbox_fgsm_cw": 95.0},
+                  predicted=55.556, predicted_top=61.004),
     ]
 
 
@@ -108,12 +112,16 @@ def test_accuracy_table_from_known_records(tmp_path: Path, toy_rows: list[Path])
 
 def test_eq4_table_has_natural_and_adversarial_models_only(tmp_path: Path, toy_rows: list[Path]) -> None:
     csv, tex = render(tmp_path, "table", "eq4", TOY_SPEC, toy_rows)
+    # Eq. 4 predicted = the nearest wrong class (min of eps_L); top class = the largest wrong logit only
+    # (blank where the analysis summary predates it).
     assert csv == (
-        "model,defense,k,whitebox_fgsm_cw,predicted_eq4\n"
-        "natural_k100,natural,100,5.13,1.50\n"
-        'pgd40-eps0.3-step0.01_k50,"PGD-40 adv. (eps 0.3, step 0.01)",50,91.00,55.56\n'
+        "model,defense,k,whitebox_fgsm_cw,predicted_eq4,predicted_eq4_top\n"
+        "natural_k100,natural,100,5.13,1.50,\n"
+        'pgd40-eps0.3-step0.01_k50,"PGD-40 adv. (eps 0.3, step 0.01)",50,91.00,55.56,61.00\n'
     )
-    assert "Defense & $k$ & CW & \\shortstack{Eq.~4\\\\predicted} \\\\\n" in tex
+    assert "Defense & $k$ & CW & \\shortstack{Eq.~4\\\\predicted} & \\shortstack{Eq.~4\\\\top class} \\\\\n" in tex
+    assert "natural & 100 & 5.13 & 1.50 & -- \\\\" in tex
+    assert "every wrong class" in tex
     assert "\\multicolumn{1}{c}{\\shortstack{FGSM\\\\accuracy}}" in tex
 
 
@@ -130,6 +138,16 @@ def test_row_file_is_one_line_with_every_column(toy_rows: list[Path]) -> None:
     row = pd.read_csv(toy_rows[2])
     assert len(row) == 1
     assert row.loc[0, "kind"] == "adversarial" and row.loc[0, "adv_steps"] == 40 and row.loc[0, "predicted_eq4"] == 55.556
+    assert row.loc[0, "predicted_eq4_top"] == 61.004
+
+
+def test_row_reads_both_eq4_predictions() -> None:
+    record = {"study": "toy", "model_id": "m_k1", "entry": {"k": 1}, "accuracy": {"train": 1.0, "test": 2.0}, "eps": 0.3}
+    row = tables.build_row(record, {"model_id": "m_k1", "eps": 0.3, "predicted_robust_accuracy": 20.0, "predicted_robust_accuracy_top": 35.0})
+    assert row["predicted_eq4"] == 20.0 and row["predicted_eq4_top"] == 35.0
+    older = tables.build_row(record, {"model_id": "m_k1", "predicted_robust_accuracy": 20.0})
+    assert older["predicted_eq4"] == 20.0 and older["predicted_eq4_top"] is None
+    assert tables.build_row(record)["predicted_eq4_top"] is None
 
 
 def test_bad_record_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -254,9 +272,14 @@ def test_study_builds_tables_and_report(tiny_study: Path) -> None:
     assert accuracy["model"].tolist() == ["natural_k40", "noise0.3_k40", "ls0.9_k40", "sq0.5_noise0.3_k40", "pgd3-eps0.2-step0.1_k30"]
     tiny = config["studies"]["tiny"]
     attacks = [f"whitebox_{a['name']}" for a in tiny["attack"]["whitebox"]] + [f"blackbox_{a['name']}" for a in tiny["blackbox"]["attacks"]]
-    assert accuracy.columns.tolist() == ["model", "defense", "alpha", "beta", "sigma", "k", "train", "test", *attacks]
+    assert accuracy.columns.tolist() == ["model", "defense", "alpha", "beta", "sigma", "k", "train", "test", *attacks, "note"]
+    # the black-box source's own black-box numbers are white-box: its row says so, no other row carries a mark
+    source = tiny["blackbox"]["source"]
+    notes = dict(zip(accuracy["model"], accuracy["note"].fillna("")))
+    assert notes.pop(source).startswith("black-box source") and not any(notes.values())
     eq4 = pd.read_csv(tiny_study / "reports/tiny/tables/eq4.csv")
     assert eq4["model"].tolist() == ["natural_k40", "pgd3-eps0.2-step0.1_k30"] and eq4["predicted_eq4"].notna().all()
+    assert (eq4["predicted_eq4"] <= eq4["predicted_eq4_top"]).all()  # the nearest class is never farther than the top one
     assert not list((tiny_study / "reports/tiny/tables").glob("paper_*"))  # digits: no paper counterpart
     report = (tiny_study / "reports/tiny/report.html").read_text()
     assert "accuracy.html" in report and "eq4.tex" in report

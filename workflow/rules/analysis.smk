@@ -19,8 +19,8 @@ rule analyze:
     log:
         f"{RESULTS}/{{study}}/logs/analysis/{{model}}.log",
     shell:
-        "python -m smoothsqueeze.analysis --spec {params.spec:q} --checkpoint {input.checkpoint} "
-        "--data {input.data} --out {output.npz} --summary {output.summary} > {log} 2>&1"
+        "python -m smoothsqueeze.analysis --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "--data {input.data:q} --out {output.npz:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -40,4 +40,4 @@ rule figures:
     log:
         f"{REPORTS}/{{study}}/logs/figures.log",
     shell:
-        "python -m smoothsqueeze.figures --spec {params.spec:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m smoothsqueeze.figures --spec {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

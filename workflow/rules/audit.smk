@@ -25,8 +25,8 @@ rule audit:
     log:
         f"{RESULTS}/{{study}}/logs/audit/{{model}}.log",
     shell:
-        "python -m smoothsqueeze.audit model --spec {params.spec:q} --checkpoint {input.checkpoint} "
-        "--data {input.data} --record {input.record} --out {output} > {log} 2>&1"
+        "python -m smoothsqueeze.audit model --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "--data {input.data:q} --record {input.record:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule audit_table:
@@ -50,5 +50,5 @@ rule audit_table:
     log:
         f"{REPORTS}/{{study}}/logs/tables/audit.log",
     shell:
-        "python -m smoothsqueeze.audit table --audits {input} --csv {output.csv} --tex {output.tex} "
-        "--html {output.html} > {log} 2>&1"
+        "python -m smoothsqueeze.audit table --audits {input:q} --csv {output.csv:q} --tex {output.tex:q} "
+        "--html {output.html:q} > {log:q} 2>&1"

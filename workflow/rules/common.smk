@@ -30,7 +30,7 @@ ANALYSIS_ENV = "../../envs/analysis.yaml"
 wildcard_constraints:
     study="[A-Za-z0-9_-]+",
     model="[A-Za-z0-9_.-]+",
-    dataset="digits|mnist|cifar10",
+    dataset="digits|mnist|fashion_mnist|cifar10",
     attack="[a-z0-9_]+",
 
 

@@ -9,8 +9,9 @@ rule prepare_data:
     output:
         f"{DATA}/{{dataset}}.npz",
     params:
-        data_root=f"--data-root {config['data_root']}" if config.get("data_root") else "",
-        verify="" if config.get("verify_checksums", True) else "--no-verify",
+        # Option and value as a list: `{params.data_root:q}` quotes each word (a path may hold spaces).
+        data_root=["--data-root", config["data_root"]] if config.get("data_root") else [],
+        verify=[] if config.get("verify_checksums", True) else ["--no-verify"],
         download_dir=lambda w: f"{DATA}/downloads/{w.dataset}",
         version=CODE_VERSION,
     conda:
@@ -18,5 +19,5 @@ rule prepare_data:
     log:
         f"{DATA}/logs/prepare_{{dataset}}.log",
     shell:
-        "python -m smoothsqueeze prepare-data {wildcards.dataset} --out {output} {params.data_root} "
-        "--download-dir {params.download_dir} {params.verify} > {log} 2>&1"
+        "python -m smoothsqueeze prepare-data {wildcards.dataset} --out {output:q} {params.data_root:q} "
+        "--download-dir {params.download_dir:q} {params.verify:q} > {log:q} 2>&1"

@@ -20,8 +20,8 @@ rule craft_blackbox:
     benchmark:
         f"{RESULTS}/{{study}}/benchmarks/blackbox/{{attack}}.tsv"
     shell:
-        "python -m smoothsqueeze craft-blackbox --spec {params.spec:q} --source {input.source} "
-        "--data {input.data} --out {output} > {log} 2>&1"
+        "python -m smoothsqueeze craft-blackbox --spec {params.spec:q} --source {input.source:q} "
+        "--data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -33,7 +33,8 @@ rule evaluate:
         f"{RESULTS}/{{study}}/records/{{model}}.json",
     params:
         spec=evaluate_spec,
-        sets=lambda w, input: " ".join(f"{n}={input.blackbox[i]}" for i, n in enumerate(blackbox_names(w.study))),
+        # One NAME=PATH word per set, each quoted by `{params.sets:q}`.
+        sets=lambda w, input: [f"{n}={input.blackbox[i]}" for i, n in enumerate(blackbox_names(w.study))],
         version=CODE_VERSION,
     resources:
         gpu=1,
@@ -44,5 +45,5 @@ rule evaluate:
     benchmark:
         f"{RESULTS}/{{study}}/benchmarks/evaluate/{{model}}.tsv"
     shell:
-        "python -m smoothsqueeze evaluate --spec {params.spec:q} --checkpoint {input.checkpoint} "
-        "--data {input.data} --blackbox {params.sets} --out {output} > {log} 2>&1"
+        "python -m smoothsqueeze evaluate --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "--data {input.data:q} --blackbox {params.sets:q} --out {output:q} > {log:q} 2>&1"

@@ -22,6 +22,6 @@ rule html_report:
     run:
         Path(params.config_file).write_text(as_json(config) + "\n")
         shell(
-            "python -m snakemake --snakefile {params.snakefile:q} --directory . --configfile {params.config_file} "
-            "--cores 1 --nolock --report {params.partial} {input} > {log} 2>&1 && mv {params.partial} {output}"
+            "python -m snakemake --snakefile {params.snakefile:q} --directory . --configfile {params.config_file:q} "
+            "--cores 1 --nolock --report {params.partial:q} {input:q} > {log:q} 2>&1 && mv {params.partial:q} {output:q}"
         )

@@ -18,14 +18,14 @@ rule table_row:
     output:
         f"{REPORTS}/{{study}}/rows/{{model}}.csv",
     params:
-        analysis=lambda w, input: f"--analysis {input.analysis}" if "analysis" in input.keys() else "",
+        analysis=lambda w, input: ["--analysis", input.analysis] if "analysis" in input.keys() else [],
         version=TABLES_VERSION,
     conda:
         ANALYSIS_ENV
     log:
         f"{REPORTS}/{{study}}/logs/rows/{{model}}.log",
     shell:
-        "python -m smoothsqueeze.tables row --record {input.record} {params.analysis} --out {output} > {log} 2>&1"
+        "python -m smoothsqueeze.tables row --record {input.record:q} {params.analysis:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule study_table:
@@ -44,8 +44,8 @@ rule study_table:
     log:
         f"{REPORTS}/{{study}}/logs/tables/{{table}}.log",
     shell:
-        "python -m smoothsqueeze.tables table {wildcards.table} --spec {params.spec:q} --rows {input.rows} "
-        "--csv {output.csv} --tex {output.tex} --html {output.html} > {log} 2>&1"
+        "python -m smoothsqueeze.tables table {wildcards.table} --spec {params.spec:q} --rows {input.rows:q} "
+        "--csv {output.csv:q} --tex {output.tex:q} --html {output.html:q} > {log:q} 2>&1"
 
 
 rule paper_comparison:
@@ -65,5 +65,5 @@ rule paper_comparison:
     log:
         f"{REPORTS}/{{study}}/logs/tables/paper_{{paper_table}}.log",
     shell:
-        "python -m smoothsqueeze.tables compare {wildcards.paper_table} --spec {params.spec:q} --rows {input.rows} "
-        "--paper-csv {input.paper} --csv {output.csv} --tex {output.tex} --html {output.html} > {log} 2>&1"
+        "python -m smoothsqueeze.tables compare {wildcards.paper_table} --spec {params.spec:q} --rows {input.rows:q} "
+        "--paper-csv {input.paper:q} --csv {output.csv:q} --tex {output.tex:q} --html {output.html:q} > {log:q} 2>&1"

@@ -270,6 +270,7 @@ def claimed_accuracies(record: Mapping[str, Any]) -> dict[str, Any]:
         names = [name for name, spec in specs.items() if spec.get("method") == "pgd" and spec.get("loss") == loss and name in whitebox]
         out[f"pgd_{loss}"] = min((whitebox[name] for name in names), default=None)
         out[f"pgd_{loss}_attacks"] = sorted(names)
+    out["training_collapsed"] = bool(record.get("training", {}).get("collapsed", False))
     out["all"] = {**{f"whitebox_{k}": v for k, v in whitebox.items()}, **{f"blackbox_{k}": v for k, v in blackbox.items()}}
     return out
 
@@ -359,7 +360,7 @@ def table_rows(audits: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "drop": min(claims) - acc["strongest"] if claims else None,
                 "strongest_with_record_aggregate": acc.get("strongest_with_record_aggregate"),
                 **{k: acc.get(k) for k in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd_xent", "pgd_cw", "large_eps")},
-                "flags": ",".join(raised) or "none",
+                "flags": ",".join((["training collapsed"] if claimed.get("training_collapsed") else []) + raised) or "none",
                 "masking_suspected": "yes" if rec["masking_suspected"] else "no",
             }
         )

@@ -7,10 +7,15 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from .cli_support import exit_status, json_object
+from .cli_support import OneLineParser, exit_status, json_object
 from .errors import PipelineError
 
 Handler = Callable[[argparse.Namespace], None]
+
+#: Keys each JSON argument must hold (the workflow always passes them; a hand-written one may not).
+TRAIN_SETTINGS_KEYS = ("study", "model_id", "architecture", "seed", "alpha", "beta", "sigma", "k", "adversarial", "train")
+BLACKBOX_SPEC_KEYS = ("attack", "batch_size", "seed")
+EVALUATE_SPEC_KEYS = ("whitebox", "batch_size", "seed")
 
 
 
@@ -28,12 +33,14 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
-    parser = argparse.ArgumentParser(prog="smoothsqueeze", description=__doc__)
+    parser = OneLineParser(prog="smoothsqueeze", description=__doc__)
     sub = parser.add_subparsers(dest="stage", required=True)
     handlers: dict[str, Handler] = {}
 
+    from .data import DATASETS  # numpy only: torch is imported when a stage runs
+
     p = sub.add_parser("prepare-data", help="write a dataset's train/test split as one .npz")
-    p.add_argument("dataset", choices=["digits", "mnist", "cifar10"])
+    p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--out", required=True)
     p.add_argument("--data-root", default=None, help="folder with torchvision-layout files (no download)")
     p.add_argument("--download-dir", default=None)
@@ -41,7 +48,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["prepare-data"] = _prepare_data
 
     p = sub.add_parser("train", help="train one grid point")
-    p.add_argument("--settings", type=json_object("--settings"), required=True, help="resolved model settings (JSON)")
+    p.add_argument("--settings", type=json_object("--settings", TRAIN_SETTINGS_KEYS), required=True, help="resolved model settings (JSON)")
     p.add_argument("--data", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--metrics", required=True)
@@ -50,7 +57,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["train"] = _train
 
     p = sub.add_parser("craft-blackbox", help="craft one black-box adversarial test set on the source model")
-    p.add_argument("--spec", type=json_object("--spec"), required=True, help="attack, batch_size, max_examples, seed, architecture (JSON)")
+    p.add_argument("--spec", type=json_object("--spec", BLACKBOX_SPEC_KEYS), required=True, help="attack, batch_size, max_examples, seed, architecture (JSON)")
     p.add_argument("--source", required=True, help="source model checkpoint")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
@@ -58,7 +65,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     handlers["craft-blackbox"] = _craft_blackbox
 
     p = sub.add_parser("evaluate", help="clean, white-box and black-box accuracy of one model")
-    p.add_argument("--spec", type=json_object("--spec"), required=True, help="whitebox attacks, batch_size, max_examples, seed, info (JSON)")
+    p.add_argument("--spec", type=json_object("--spec", EVALUATE_SPEC_KEYS), required=True, help="whitebox attacks, batch_size, max_examples, seed, info (JSON)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--blackbox", nargs="*", default=[], metavar="NAME=PATH", help="stored black-box sets")

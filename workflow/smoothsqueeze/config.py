@@ -6,6 +6,9 @@ files are checked by the same JSON schema (draft 2020-12) and give the same one-
 from __future__ import annotations
 
 import copy
+import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -66,19 +69,131 @@ def _describe(error: jsonschema.ValidationError) -> str:
         reason = f"must be {words[str(error.validator)]} {error.validator_value}"
     elif error.validator == "type":
         reason = f"must be of type {error.validator_value}"
+    elif error.validator == "minLength":
+        reason = "must not be empty"
     return f"config error: {path} = {value!r}: {reason}"
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Check `config` in place (filling defaults) and return it; raise ConfigError with one line."""
+    """Check `config` in place (filling defaults) and return it; raise ConfigError with one line.
+
+    Before the schema: strings that Snakemake's `--config` hands over for boolean / number /
+    integer keys are converted (`_coerce`), and every number anywhere must be finite
+    (`_check_finite`; JSON-schema bounds are false for NaN). After it: cross-checks, folder
+    names normalised ('results/' -> 'results') and checked against the file system.
+    """
+    schema = load_schema()
+    if isinstance(config, dict):
+        _coerce(config, schema, schema)
+    _check_finite(config, [])
     validator_class = _with_defaults(jsonschema.Draft202012Validator)
-    validator = validator_class(load_schema())
+    validator = validator_class(schema)
     errors = list(validator.iter_errors(config))
     if errors:
         # The deepest error names the most specific key (e.g. grid[2].alpha, not grid).
         raise ConfigError(_describe(max(errors, key=lambda e: len(e.absolute_path))))
     _cross_check(config)
+    _check_folders(config)
     return config
+
+
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+_FOLDER_KEYS = ("results_dir", "reports_dir", "data_dir", "data_root")
+
+
+def _resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    while isinstance(schema, dict) and "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/"):
+            return {}
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        schema = node
+    return schema if isinstance(schema, dict) else {}
+
+
+def _coerce_scalar(value: str, types: list[str]) -> Any:
+    """`value` as the boolean / integer / number / null the schema wants, or unchanged.
+
+    Only exact textual forms convert ('false', 'True', '3', '-0.5', '1e-3', 'null'); 'nan', 'inf',
+    'yes' or '3 ' stay strings and fail validation with the usual one-line type error.
+    """
+    text = value
+    if "string" in types or text != text.strip():
+        return value
+    if "boolean" in types and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if "integer" in types and _INTEGER_TEXT.fullmatch(text):
+        return int(text)
+    if "number" in types and _NUMBER_TEXT.fullmatch(text):
+        return int(text) if _INTEGER_TEXT.fullmatch(text) else float(text)
+    if "integer" in types and _NUMBER_TEXT.fullmatch(text) and float(text).is_integer():
+        return int(float(text))
+    if "null" in types and text.lower() in ("null", "~"):
+        return None
+    return value
+
+
+def _coerce(node: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """Walk `node` alongside its schema; return it with `--config` strings converted (dicts and lists in place).
+
+    Snakemake's `--config key=false` passes the string 'false', and every value inside a nested
+    override (`--config 'studies={digits: {attack: {max_examples: 50}}}'`) arrives as a string.
+    Only keys the schema types as boolean / number / integer (or null) are converted; integral
+    floats given for an integer key (`k: 5.0`) become ints, so model ids read 'k5', not 'k5.0'.
+    """
+    schema = _resolve_ref(schema, root)
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else list(types)
+    if isinstance(node, str):
+        return _coerce_scalar(node, types)
+    if isinstance(node, float) and "integer" in types and "number" not in types and math.isfinite(node) and node.is_integer():
+        return int(node)
+    if isinstance(node, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key in list(node):
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                node[key] = _coerce(node[key], sub, root)
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(node):
+            node[index] = _coerce(item, schema["items"], root)
+    return node
+
+
+def _check_finite(node: Any, path: list[Any]) -> None:
+    """Every number in the config, also in the blocks the schema leaves open (analysis, audit), is finite."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"config error: {_key_path(path)} = {node!r}: must be a finite number")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, [*path, key])
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _check_finite(value, [*path, index])
+
+
+def _check_folders(config: dict[str, Any]) -> None:
+    """Folder settings: normalised ('./results/' -> 'results', so targets match), no file where a folder must go.
+
+    Relative paths are checked from the working directory (Snakemake's --directory). A file in the
+    way would otherwise surface as a traceback from Snakemake when the first job starts.
+    """
+    for key in _FOLDER_KEYS:
+        value = config.get(key)
+        if value is None:
+            continue
+        config[key] = value = os.path.normpath(value)
+        folders = [Path(value)]
+        if key in ("results_dir", "reports_dir"):
+            folders += [Path(value) / name for name in config["studies"]]
+        for path in folders:
+            for folder in (path, *path.parents):
+                if folder.exists() and not folder.is_dir():
+                    raise ConfigError(f"config error: {key} = {value!r}: {str(folder)!r} is a file, not a folder")
 
 
 def _cross_check(config: dict[str, Any]) -> None:
@@ -101,6 +216,26 @@ def _cross_check(config: dict[str, Any]) -> None:
         for section in ("whitebox",):
             _unique_names(study["attack"][section], f"studies.{name}.attack.{section}")
         _unique_names(study["blackbox"]["attacks"], f"studies.{name}.blackbox.attacks")
+        _check_budgets(study, f"studies.{name}")
+
+
+def _check_budgets(study: dict[str, Any], where: str) -> None:
+    """L-inf budgets fit the pixel range, and a PGD attack moves (its step_size defaults to 0)."""
+    units = study.get("pixel_units", 1)
+    budgets = [(f"{where}.attack.eps", study["attack"]["eps"])]
+    budgets += [(f"{where}.grid[{i}].adversarial.eps", e["adversarial"]["eps"]) for i, e in enumerate(study["grid"]) if e.get("adversarial")]
+    for key, eps in budgets:
+        if eps > units:
+            raise ConfigError(
+                f"config error: {key} = {eps!r}: must be <= pixel_units ({units!r}); eps is in units of 1/pixel_units"
+            )
+    for section, attacks in (("attack.whitebox", study["attack"]["whitebox"]), ("blackbox.attacks", study["blackbox"]["attacks"])):
+        for index, attack in enumerate(attacks):
+            if attack["method"] == "pgd" and not attack.get("step_size"):
+                raise ConfigError(
+                    f"config error: {where}.{section}[{index}].step_size = {attack.get('step_size', 0)!r}: "
+                    "must be > 0 for method pgd (it defaults to 0)"
+                )
 
 
 def _unique_names(attacks: list[dict[str, Any]], where: str) -> None:
@@ -147,7 +282,8 @@ def model_id(entry: dict[str, Any]) -> str:
     if adv:
         tag = f"pgd{adv['steps']}-eps{_num(adv['eps'])}-step{_num(adv['step_size'])}"
         parts.append(tag if adv.get("random_start", True) else tag + "-norand")
-    return "_".join(parts or ["natural"]) + f"_k{entry['k']}"
+    seed = f"_seed{entry['seed']}" if entry.get("seed") is not None else ""
+    return "_".join(parts or ["natural"]) + f"_k{entry['k']}" + seed
 
 
 def study(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -192,7 +328,7 @@ def resolve_model(config: dict[str, Any], study_name: str, mid: str) -> dict[str
         "model_id": mid,
         "dataset": st["dataset"],
         "architecture": st["architecture"],
-        "seed": st["seed"],
+        "seed": entry["seed"] if entry.get("seed") is not None else st["seed"],
         "alpha": entry.get("alpha", 0),
         "beta": entry.get("beta", 0),
         "sigma": entry.get("sigma", 0) / units,

@@ -23,6 +23,25 @@ from .inference import accuracy
 from .provenance import provenance
 
 
+#: A model whose training accuracy is below this multiple of chance (1 / classes) failed to train.
+COLLAPSE_FACTOR = 2.0
+
+
+def training_status(train_accuracy: float, num_classes: int) -> dict[str, Any]:
+    """Whether a model failed to train: training accuracy below twice chance (20% for 10 classes).
+
+    Such a model is not a robustness result: the tables, the audit table and the report mark it
+    'training collapsed' wherever its numbers appear.
+    """
+    threshold = COLLAPSE_FACTOR * 100.0 / num_classes
+    collapsed = bool(train_accuracy < threshold)
+    reason = (
+        f"training collapsed: training accuracy {train_accuracy:.2f}% < {threshold:.0f}% (twice chance)" if collapsed
+        else f"trained: training accuracy {train_accuracy:.2f}% >= {threshold:.0f}% (twice chance)"
+    )
+    return {"collapsed": collapsed, "reason": reason, "threshold": threshold, "train_accuracy": train_accuracy}
+
+
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
     """Apply one resolved attack (config.resolve_attack) to a float batch and check its budget."""
     x_adv = pgd(
@@ -103,6 +122,9 @@ def evaluate(
         "train": accuracy(model, data.x_train, data.y_train, data.max_value, batch_size),
         "test": accuracy(model, data.x_test[:n], data.y_test[:n], data.max_value, batch_size),
     }
+    training = training_status(acc["train"], data.num_classes)
+    if training["collapsed"]:
+        print(f"WARNING: {training['reason']}; its robustness numbers are marked 'training collapsed' everywhere", flush=True)
     details: dict[str, Any] = {"whitebox": {}, "blackbox": {}}
     for attack in whitebox:
         x_adv, y = attack_dataset(model, data, attack, n, batch_size, seed)
@@ -124,6 +146,7 @@ def evaluate(
         "n_test": n,
         "n_train": len(data.x_train),
         "accuracy": acc,
+        "training": training,
         "attacks": details,
         "inputs": {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "data": str(data_path)},
         "seed": seed,

@@ -82,7 +82,7 @@ FIGURES: dict[str, tuple[str, str, tuple[Role, ...]]] = {
 }
 FORMATS = ("png", "pdf")
 #: Bump when the figures change (the rule passes it, so Snakemake redraws them).
-VERSION = "1"
+VERSION = "2"  # 2: Eq. 4 histograms over every wrong class
 
 
 # ---------------------------------------------------------------- selection (no plotting libraries)
@@ -114,16 +114,16 @@ def _rank(role: Role, index: int, entry: dict[str, Any], units: float) -> tuple[
     return (distance, -entry["k"], index)
 
 
-def select(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, dict[str, list[str]]]:
-    """For each figure: the model ids it shows (role order) and the roles the study lacks.
+def assign(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, list[tuple[Role, str | None]]]:
+    """For each figure: its roles in order, each with the model id that fills it (None: the study lacks one).
 
     `entries` maps model id -> grid entry (study units), in grid order. A model fills at most
-    one role of a figure; a role with no model left is 'missing'.
+    one role of a figure. Roles with no target (training curves) get every model.
     """
-    out: dict[str, dict[str, list[str]]] = {}
+    out: dict[str, list[tuple[Role, str | None]]] = {}
     for name, (_paper, _what, roles) in FIGURES.items():
         if not roles:
-            out[name] = {"models": list(entries), "missing": []}
+            out[name] = [(Role("other"), mid) for mid in entries]
             continue
         # Best (role, model) pairs first, so a model goes to the role it matches most closely.
         pairs = sorted(
@@ -136,10 +136,45 @@ def select(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, 
         for _rank_key, r, mid in pairs:
             if r not in filled and mid not in filled.values():
                 filled[r] = mid
-        out[name] = {
-            "models": [filled[r] for r in range(len(roles)) if r in filled],
-            "missing": [role.describe() for r, role in enumerate(roles) if r not in filled],
+        out[name] = [(role, filled.get(r)) for r, role in enumerate(roles)]
+    return out
+
+
+def select(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, dict[str, list[str]]]:
+    """For each figure: the model ids it shows (role order) and the roles the study lacks.
+
+    `entries` maps model id -> grid entry (study units), in grid order. A model fills at most
+    one role of a figure; a role with no model left is 'missing'.
+    """
+    return {
+        name: {
+            "models": [mid for _role, mid in pairs if mid is not None],
+            "missing": [role.describe() for role, mid in pairs if mid is None],
         }
+        for name, pairs in assign(entries, units).items()
+    }
+
+
+def shown(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, list[str]]:
+    """For each figure, per model shown: its parameters and id, and the role's target where the model differs from it.
+
+    E.g. 'LSQ β=2 [sq2_k400000; role target β=0.5]': what a caption says the figure shows.
+    """
+    out: dict[str, list[str]] = {}
+    symbols = {"alpha": "α", "beta": "β", "sigma": "σ"}
+    for name, pairs in assign(entries, units).items():
+        texts = []
+        for role, mid in pairs:
+            if mid is None:
+                continue
+            text = f"{label(entries[mid], units)} [{mid}"
+            params = _params(entries[mid], units)
+            if role.target and any(not math.isclose(params[k], v) for k, v in role.target.items()):
+                text += "; role target " + ", ".join(
+                    f"{symbols[k]}={_num(v * units, units) if k == 'sigma' else format(v, 'g')}" for k, v in role.target.items()
+                )
+            texts.append(text + "]")
+        out[name] = texts
     return out
 
 
@@ -173,12 +208,15 @@ def labels(models: list[str], entries: dict[str, dict[str, Any]], units: float) 
 # ---------------------------------------------------------------- plotting
 
 
+#: The Eq. 4 panels: (N, C-1) arrays, one entry per image and wrong class j (the paper's histograms).
 EQ4_PANELS = (
-    ("logit_gap", "logit gap  z_y − z_ȳ"),
-    ("grad_gap", "gradient gap  ‖∇z_y − ∇z_ȳ‖₁"),
-    ("eps_l", "ε_L (Eq. 4)"),
-    ("cos", "cos(∇z_y, ∇z_ȳ)"),
+    ("logit_gap_all", "logit gap  z_y − z_j"),
+    ("grad_gap_all", "gradient gap  ‖∇z_y − ∇z_j‖₁"),
+    ("eps_l_all", "ε_L (Eq. 4)  (z_y − z_j) / ‖∇z_y − ∇z_j‖₁"),
+    ("cos_all", "cos(∇z_y, ∇z_j)"),
 )
+#: What the figures read from each analysis .npz.
+ANALYSIS_KEYS = (*(key for key, _ in EQ4_PANELS), "grad_norm_y", "z_y", "feature_abs_sum", "logit_abs_sum")
 
 
 @dataclass
@@ -199,7 +237,7 @@ def load_study(spec: dict[str, Any]) -> StudyData:
     for model in spec["models"]:
         mid = model["model_id"]
         entries[mid] = model["entry"]
-        analysis[mid] = read_npz(model["analysis"], required=("logit_gap", "grad_gap", "eps_l", "cos", "grad_norm_y", "z_y", "feature_abs_sum", "logit_abs_sum"))
+        analysis[mid] = read_npz(model["analysis"], required=ANALYSIS_KEYS)
         summary[mid] = read_json(model["summary"])
         metrics = read_json(model["metrics"])
         if not isinstance(metrics, dict) or not isinstance(metrics.get("history"), list):
@@ -218,12 +256,14 @@ def _clip_range(values: list[np.ndarray], low: float = 0.5, high: float = 99.5) 
 
 
 def _histograms(ax, data: StudyData, models: list[str], key: str, names: dict[str, str], colors: dict[str, Any], bins: int = 50) -> None:  # type: ignore[no-untyped-def]
-    values = [data.analysis[m][key].astype(np.float64) for m in models]
+    """Step histograms of `key` per model; an (N, C-1) array counts every entry (image × wrong class)."""
+    arrays = [data.analysis[m][key] for m in models]
+    values = [a.astype(np.float64).ravel() for a in arrays]
     lo, hi = _clip_range(values)
     edges = np.linspace(lo, hi, bins + 1)
     for mid, v in zip(models, values):
         ax.hist(np.clip(v[np.isfinite(v)], lo, hi), bins=edges, histtype="step", linewidth=1.6, color=colors[mid], label=names[mid])
-    ax.set_ylabel("test images")
+    ax.set_ylabel("test images × wrong classes" if any(a.ndim == 2 for a in arrays) else "test images")
 
 
 def _note(fig, data: StudyData, name: str, selection: dict[str, list[str]]) -> None:  # type: ignore[no-untyped-def]
@@ -238,14 +278,19 @@ def plot_eq4(fig, data: StudyData, models: list[str], names: dict[str, str], col
     axes = fig.subplots(2, 2).ravel()
     for ax, (key, title) in zip(axes, EQ4_PANELS):
         _histograms(ax, data, models, key, names, colors)
-        ax.set_xlabel(title + (f"  (per {_num(1, data.units)} pixel unit)" if key in ("grad_gap",) and data.units != 1 else ""))
-        if key == "eps_l":
+        ax.set_xlabel(title + (f"  (per {_num(1, data.units)} pixel unit)" if key == "grad_gap_all" and data.units != 1 else ""))
+        if key == "eps_l_all":
             ax.axvline(data.eps, color="black", linestyle="--", linewidth=1, label=f"ε = {_num(data.eps, data.units)}")
+    shape = data.analysis[models[0]]["eps_l_all"].shape
+    fig.suptitle(
+        f"Eq. 4 over all wrong classes j ≠ y: {shape[1]} entries per test image ({shape[0]} images, {shape[0] * shape[1]} entries per model)",
+        fontsize=9, y=0.995,
+    )
     handles = [
-        _line(colors[m], f"{names[m]}  (Eq. 4 robust {data.summary[m]['predicted_robust_accuracy']:.1f}%)") for m in models
-    ] + [_line("black", f"attack ε = {_num(data.eps, data.units)}", "--")]
-    fig.legend(handles=handles, loc="upper center", ncol=2, fontsize=8, frameon=False)
-    fig.subplots_adjust(top=0.88, bottom=0.1, hspace=0.35, wspace=0.25)
+        _line(colors[m], f"{names[m]}  (Eq. 4 predicted robust {data.summary[m]['predicted_robust_accuracy']:.1f}%)") for m in models
+    ] + [_line("black", f"attack ε = {_num(data.eps, data.units)}  (robust: correct and ε < ε_L of every wrong class)", "--")]
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.975), ncol=2, fontsize=8, frameon=False)
+    fig.subplots_adjust(top=0.86, bottom=0.1, hspace=0.35, wspace=0.25)
 
 
 def _line(color: Any, text: str, style: str = "-"):  # type: ignore[no-untyped-def]

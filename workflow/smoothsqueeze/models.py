@@ -5,6 +5,7 @@ activations) and `head` (the final linear layer), so analysis can read both laye
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -118,7 +119,43 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(architecture: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
+INIT_SCHEMES = ("madry", "pytorch")
+
+
+@torch.no_grad()
+def madry_init(model: nn.Module) -> None:
+    """Madry et al.'s initialisation (MadryLab/mnist_challenge and cifar10_challenge, model.py).
+
+    MNIST CNN: every weight truncated normal with std 0.1 (cut at 2 std, as tf.truncated_normal),
+    every bias 0.1. Wide ResNet: conv kernels normal with std sqrt(2 / (k * k * out_channels)),
+    the final linear layer uniform unit scaling (U(-sqrt(3 / fan_in), +sqrt(3 / fan_in))) with
+    zero bias, batch norm scale 1 and shift 0.
+    """
+    if isinstance(model, MadryCNN):
+        for layer in (model.conv1, model.conv2, model.fc1, model.head):
+            nn.init.trunc_normal_(layer.weight, std=0.1, a=-0.2, b=0.2)
+            nn.init.constant_(layer.bias, 0.1)
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            k_h, k_w = module.kernel_size
+            nn.init.normal_(module.weight, std=math.sqrt(2.0 / (k_h * k_w * module.out_channels)))
+        elif isinstance(module, nn.Linear):
+            bound = math.sqrt(3.0 / module.in_features)
+            nn.init.uniform_(module.weight, -bound, bound)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def build_model(architecture: str, in_channels: int, image_size: int, num_classes: int, init: str = "pytorch") -> nn.Module:
+    """A new model; `init` = 'madry' (Madry et al.'s scheme, see `madry_init`) or 'pytorch' (PyTorch's defaults)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[architecture](in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+    if init not in INIT_SCHEMES:
+        raise ValueError(f"unknown initialisation {init!r}; known: {list(INIT_SCHEMES)}")
+    model = ARCHITECTURES[architecture](in_channels=in_channels, image_size=image_size, num_classes=num_classes)
+    if init == "madry":
+        madry_init(model)
+    return model

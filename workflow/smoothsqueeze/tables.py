@@ -39,9 +39,15 @@ STUDY_TABLES = {
     "accuracy": "Accuracy of every model, white-box and black-box (layout of the paper's Tables 2 and 5)",
     "whitebox": "White-box accuracy of every model (layout of the paper's Tables 3 and 6)",
     "blackbox": "Black-box accuracy of every model (layout of the paper's Tables 4 and 7)",
-    "eq4": "FGSM accuracy vs the accuracy Eq. 4 predicts, natural and adversarial training (layout of the paper's Table 1)",
+    "eq4": (
+        "FGSM accuracy vs the accuracy Eq. 4 predicts, natural and adversarial training (layout of the paper's Table 1); "
+        "Eq. 4 predicted: correct and eps below eps_L of every wrong class, top class: of the largest wrong logit only"
+    ),
 }
 MISSING_TEX = "--"
+#: Row marks (the `note` column): never a robustness number without them.
+COLLAPSED = "training collapsed"
+SOURCE = "black-box source (its black-box numbers are white-box)"
 #: LaTeX tables with more columns than this are set in \scriptsize with narrow column gaps.
 WIDE = 10
 
@@ -89,11 +95,13 @@ def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> 
         # train and test first, then the attacks in the record's order
         names = ["train", "test", *(n for n in accuracy if n not in ("train", "test"))]
         row.update({name: float(accuracy[name]) for name in names})
+        row["note"] = row_note(record)
     except KeyError as err:
         raise PipelineError(f"evaluation record lacks {err}; rerun its evaluation") from None
     except (TypeError, ValueError) as err:
         raise PipelineError(f"evaluation record of {record.get('model_id')!r} holds a non-numeric accuracy ({err})") from None
     row["predicted_eq4"] = None
+    row["predicted_eq4_top"] = None  # Eq. 4 with the top wrong class only (predicted_eq4: the nearest wrong class)
     if summary is not None:
         if summary.get("model_id", model) != model:
             raise PipelineError(f"analysis summary is of model {summary['model_id']!r}, the record of {model!r}")
@@ -102,7 +110,19 @@ def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> 
         if "eps" in summary and not math.isclose(float(summary["eps"]), float(record["eps"])):
             raise PipelineError(f"analysis summary of {model!r} is at eps {summary['eps']}, its record at {record['eps']}; rerun the analysis")
         row["predicted_eq4"] = float(summary["predicted_robust_accuracy"])
+        if summary.get("predicted_robust_accuracy_top") is not None:
+            row["predicted_eq4_top"] = float(summary["predicted_robust_accuracy_top"])
     return row
+
+
+def row_note(record: dict[str, Any]) -> str:
+    """Marks a table row must carry: a model that failed to train, the black-box source model."""
+    notes = []
+    if record.get("training", {}).get("collapsed"):
+        notes.append(COLLAPSED)
+    if record.get("blackbox_source") == record.get("model_id"):
+        notes.append(SOURCE)
+    return "; ".join(notes)
 
 
 def write_row(row: dict[str, Any], out: str | Path) -> None:
@@ -159,7 +179,7 @@ def metric_label(key: str) -> str:
     for prefix, word in (("whitebox_", "white-box "), ("blackbox_", "black-box ")):
         if key.startswith(prefix):
             return word + attack_label(key[len(prefix):])
-    return {"predicted_eq4": "Eq. 4 predicted"}.get(key, attack_label(key) if "_" in key else key)
+    return {"predicted_eq4": "Eq. 4 predicted", "predicted_eq4_top": "Eq. 4 top class"}.get(key, attack_label(key) if "_" in key else key)
 
 
 PARAMS = [
@@ -171,6 +191,7 @@ PARAMS = [
     Column("k", "k", "$k$", fmt="num"),
 ]
 CLEAN = [Column("train", "train", "Train"), Column("test", "test", "Test")]
+NOTE_COLUMN = Column("note", "note", "Note", fmt="text")
 
 
 def _attacks(spec: dict[str, Any], section: str, group: str, method: str | None = None) -> list[Column]:
@@ -194,14 +215,30 @@ def study_columns(name: str, spec: dict[str, Any]) -> list[Column]:
     if name == "eq4":
         fgsm = _attacks(spec, "whitebox", "FGSM accuracy", method="fgsm")
         fgsm = [Column(c.key, attack_label(c.key.removeprefix("whitebox_")).removeprefix("FGSM "), group=c.group) for c in fgsm]
-        return [PARAMS[0], PARAMS[1], PARAMS[5], *fgsm, Column("predicted_eq4", "Eq. 4 predicted", r"\shortstack{Eq.~4\\predicted}")]
+        return [
+            PARAMS[0], PARAMS[1], PARAMS[5], *fgsm,
+            Column("predicted_eq4", "Eq. 4 predicted", r"\shortstack{Eq.~4\\predicted}"),  # nearest wrong class (min of eps_L)
+            Column("predicted_eq4_top", "Eq. 4 top class", r"\shortstack{Eq.~4\\top class}"),  # top wrong class only
+        ]
     raise PipelineError(f"unknown table {name!r} (have {sorted(STUDY_TABLES)})")
+
+
+def _with_note(columns: list[Column], rows: pd.DataFrame) -> list[Column]:
+    """Add the note column when a row carries a mark (a collapsed model, the black-box source)."""
+    if "note" in rows.columns and rows["note"].fillna("").astype(str).str.len().gt(0).any():
+        return [*columns, NOTE_COLUMN]
+    return columns
 
 
 def study_frame(name: str, rows: pd.DataFrame, spec: dict[str, Any]) -> tuple[list[Column], pd.DataFrame]:
     columns = study_columns(name, spec)
     if name == "eq4":
         rows = rows[rows["kind"].isin(["natural", "adversarial"])]
+    if name not in ("accuracy", "blackbox") and "note" in rows.columns:
+        # The source's black-box numbers are white-box: only tables with black-box columns carry that mark.
+        marks = rows["note"].fillna("").astype(str).str.split("; ")
+        rows = rows.assign(note=marks.apply(lambda ms: "; ".join(m for m in ms if m == COLLAPSED)))
+    columns = _with_note(columns, rows)
     return columns, rows.reindex(columns=[c.key for c in columns]).reset_index(drop=True)
 
 
@@ -240,15 +277,30 @@ def comparison_frame(
         ]
     by_model = {str(r["model"]): r for r in rows.to_dict("records")}
     records = []
-    for prow, model in zip(paper_rows.to_dict("records"), paper.match(name, paper_rows, rows, spec["eps"] / spec["pixel_units"])):
+    eps01 = spec["eps"] / spec["pixel_units"]
+    for prow, model in zip(paper_rows.to_dict("records"), paper.match(name, paper_rows, rows, eps01, spec.get("blackbox_source"))):
         if model is None:
             continue
         out = {k: prow[k] for k in table.key} | {"model": model}
+        ours_row = by_model[model]
+        notes = [m for m in str(ours_row.get("note") or "").split("; ") if m and m != "nan"]
+        overrides = (table.row_metrics or {}).get(str(prow.get("defense")), {})
         for p, o in metrics:
-            mine, theirs = _number(by_model[model].get(o)), _number(prow[p])
+            o = overrides.get(p, o)
+            if o != dict(metrics)[p]:
+                notes.append(f"{metric_label(p)}: ours is {metric_label(o)}, as the paper's row")
+            mine, theirs = _number(ours_row.get(o)), _number(prow[p])
             out |= {f"{p}_ours": mine, f"{p}_paper": theirs, f"{p}_diff": mine - theirs}
+        if "test" in table.metrics and _number(ours_row.get("test")) < _number(prow.get("test")) - FAR_BELOW:
+            notes.append(f"test accuracy more than {FAR_BELOW:g} points below the paper's")
+        out["note"] = "; ".join(notes)
         records.append(out)
+    columns = [*columns, NOTE_COLUMN] if any(r["note"] for r in records) else columns
     return columns, pd.DataFrame(records, columns=[c.key for c in columns])
+
+
+#: A reproduced model this many points of test accuracy below the paper's row is marked.
+FAR_BELOW = 20.0
 
 
 def _number(value: Any) -> float:
@@ -382,9 +434,25 @@ def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:
         text += f"; {sigma} and {eps} in units of 1/{units:g}"
     if name in ("accuracy", "blackbox", "table5", "table7"):
         text += f"; black-box sets crafted on {esc(spec['blackbox_source'])}"
+    if spec.get("squeeze_norm"):
+        norm = spec["squeeze_norm"]
+        term = r"$\beta \|z\|$" if tex else "beta ||z||"
+        text += f"; logit squeezing {term} normalised as {esc(norm)} ({esc(SQUEEZE_WORDS.get(norm, norm))})"
+    if spec.get("lr_milestones"):
+        text += "; learning-rate drops at " + "/".join(f"{100 * m:g}{pct}" for m in spec["lr_milestones"]) + " of k (Madry's 40k/60k of 80k, scaled with k: an assumption for other k)"
+    if name in ("accuracy", "whitebox", "blackbox", "eq4") or name in paper.PAPER_TABLES:
+        text += f"; rows marked '{COLLAPSED}' failed to train (training accuracy below twice chance): not robustness results"
     if name in paper.PAPER_TABLES:
         text += "; paper rows without a model in the study's grid are left out; difference = ours - paper"
     return text + "."
+
+
+#: Plain words for each logit-squeeze normalisation (losses.SQUEEZE_NORMS), for captions.
+SQUEEZE_WORDS = {
+    "per_example": "mean over the batch of each image's logit norm",
+    "batch": "Frobenius norm of the batch's logits / batch size, as Madry's summed MNIST loss",
+    "batch_unscaled": "Frobenius norm of the batch's logits next to a mean cross-entropy",
+}
 
 
 def write_table(columns: list[Column], frame: pd.DataFrame, name: str, title: str, spec: dict[str, Any], paths: tuple[str, str, str]) -> None:

@@ -62,8 +62,12 @@ def learning_rate(train_cfg: dict[str, Any], iteration: int, k: int) -> float:
     return train_cfg["lr"] * train_cfg.get("lr_gamma", 0.1) ** passed
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Zero-pad by `pad`, take a random crop of the original size, flip half the images."""
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Zero-pad by `pad` per side, take a random crop of the original size, flip half the images.
+
+    Madry et al.'s CIFAR-10 input pipeline pads 32x32 to 36x36 (tf.image.resize_image_with_crop_or_pad),
+    i.e. 2 pixels per side, crops 32x32 at random and flips left-right with probability 1/2.
+    """
     n, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     top = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
@@ -141,12 +145,16 @@ def train_model(
     """
     cfg, k = settings["train"], settings["k"]
     torch.manual_seed(settings["seed"])
-    model = build_model(settings["architecture"], *data.image_shape[:2], data.num_classes).to(device)
+    model = build_model(settings["architecture"], *data.image_shape[:2], data.num_classes, init=cfg.get("init", "pytorch")).to(device)
+    holdout = int(cfg.get("validation_holdout", 0))
+    if holdout >= len(data.x_train):
+        raise PipelineError(f"train.validation_holdout = {holdout} leaves no training images (the dataset has {len(data.x_train)})")
+    x_train, y_train = data.x_train[holdout:], data.y_train[holdout:]
     memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator(device=device).manual_seed(settings["seed"])
-    sampler = BatchSampler(len(data.x_train), cfg["batch_size"], generator, device)
+    sampler = BatchSampler(len(x_train), cfg["batch_size"], generator, device)
     history: list[dict[str, float]] = []
     start = 0
     resume_path = work_dir / RESUME_NAME
@@ -175,6 +183,11 @@ def train_model(
             log(f"ignoring {resume_path}: it was written for other settings, data or code; training from the start")
     runner = _maybe_compile(model, cfg.get("compile", False), data.scale(data.x_train[:2]).to(memory_format=memory_format), log)
     alpha, beta, sigma, adv = settings["alpha"], settings["beta"], settings["sigma"], settings["adversarial"]
+    squeeze_norm = cfg.get("squeeze_norm", "per_example")
+    # Madry et al. craft training-time PGD on the training-mode model (batch statistics, and the
+    # running averages move with every attack step); "eval" uses the running statistics instead.
+    attack_in_train_mode = cfg.get("adversarial_bn_mode", "train") == "train"
+    crop_padding = int(cfg.get("crop_padding", 2))
     log_every, ckpt_every = cfg.get("log_every", 100), cfg.get("checkpoint_every", 1000)
     tick, tick_iter = time.perf_counter(), start
     model.train()
@@ -182,11 +195,11 @@ def train_model(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, it, k)
         idx = sampler.next()
-        xb, yb = data.scale(data.x_train[idx]), data.y_train[idx]
+        xb, yb = data.scale(x_train[idx]), y_train[idx]
         if cfg.get("augmentation") == "crop_flip":
-            xb = crop_flip(xb, generator)
+            xb = crop_flip(xb, generator, crop_padding)
         if adv:
-            model.eval()
+            model.train(attack_in_train_mode)
             xb = pgd(runner, xb, yb, adv["eps"], adv["step_size"], adv["steps"], "xent", adv["random_start"], generator=generator)
             model.train()
         if sigma:
@@ -196,7 +209,7 @@ def train_model(
         xb = xb.contiguous(memory_format=memory_format)
         with _autocast(cfg.get("amp", False), device):
             logits = runner(xb)
-        loss = training_loss(logits, yb, alpha, beta)
+        loss = training_loss(logits, yb, alpha, beta, squeeze_norm)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -238,7 +251,7 @@ def train_model(
             )
     model.eval()
     metrics = {
-        "train_accuracy": accuracy(model, data.x_train, data.y_train, data.max_value),
+        "train_accuracy": accuracy(model, x_train, y_train, data.max_value),
         "test_accuracy": accuracy(model, data.x_test, data.y_test, data.max_value),
         "iterations": k,
         "history": history,

@@ -56,10 +56,15 @@ def figures_spec(wildcards):
 
 
 def figure_selection(wildcards):
-    """Per figure the models shown and the roles missing, as text for the report captions."""
-    chosen = ssfig.select(grid_entries(wildcards.study), study_cfg(wildcards.study).get("pixel_units", 1))
+    """Per figure the models shown, the same with their parameters, and the roles missing, as text for the report captions."""
+    entries, units = grid_entries(wildcards.study), study_cfg(wildcards.study).get("pixel_units", 1)
+    chosen, shown = ssfig.select(entries, units), ssfig.shown(entries, units)
     return {
-        name: {"models": ", ".join(sel["models"]) or "none", "missing": "; ".join(sel["missing"]) or "none"}
+        name: {
+            "models": ", ".join(sel["models"]) or "none",
+            "shown": "; ".join(shown[name]) or "none",
+            "missing": "; ".join(sel["missing"]) or "none",
+        }
         for name, sel in chosen.items()
     }
 

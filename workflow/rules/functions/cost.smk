@@ -4,8 +4,9 @@ def cost_targets(study):
 
 
 def cost_model_args(wildcards, input):
+    """`--model SETTINGS METRICS TRAIN_BENCH EVAL_BENCH` per model, as a list of words for `{params.models:q}`."""
     groups = zip(input.settings, input.metrics, input.train_bench, input.eval_bench)
-    return " ".join("--model " + " ".join(group) for group in groups)
+    return [word for group in groups for word in ("--model", *group)]
 
 
 STUDY_TARGETS.append(cost_targets)

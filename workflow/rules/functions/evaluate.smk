@@ -40,6 +40,7 @@ def evaluate_spec(wildcards):
                 "pixel_units": settings["pixel_units"],
                 "eps": st["attack"]["eps"],
                 "blackbox_source": st["blackbox"]["source"],
+                "squeeze_norm": settings["train"].get("squeeze_norm"),
             },
         }
     )

@@ -3,7 +3,7 @@ from smoothsqueeze import paper as sspaper
 from smoothsqueeze import tables as sstables
 
 
-TABLES_VERSION = f"{CODE_VERSION}-tables2"
+TABLES_VERSION = f"{CODE_VERSION}-tables3"
 TABLE_LAYOUTS = ("combined", "split")
 
 for _name, _st in config["studies"].items():
@@ -48,6 +48,8 @@ def tables_spec(study):
         "whitebox": [{"name": a["name"], "method": a["method"]} for a in st["attack"]["whitebox"]],
         "blackbox": [{"name": a["name"], "method": a["method"]} for a in st["blackbox"]["attacks"]],
         "blackbox_source": st["blackbox"]["source"],
+        "squeeze_norm": st["train"].get("squeeze_norm"),
+        "lr_milestones": st["train"].get("lr_milestones", []),
     }
 
 
@@ -60,6 +62,7 @@ def table_caption_facts(wildcards):
         "blackbox": ", ".join(a["name"] for a in spec["blackbox"]),
         "source": spec["blackbox_source"],
         "dataset": spec["dataset"],
+        "squeeze_norm": spec.get("squeeze_norm") or "n/a",
     }
 
 
