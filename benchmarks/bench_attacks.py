@@ -67,7 +67,7 @@ def train_quickly(arch: str, data: Dataset, k: int, device: torch.device, config
         "study": "bench", "model_id": arch, "dataset": "digits", "architecture": arch, "seed": 0, "alpha": 0, "beta": 0, "sigma": 0, "k": k,
         "adversarial": None, "pixel_units": 1, "config_entry": {},
         "train": {**study["train"], "lr": 1e-3 if study["train"]["optimizer"] == "adam" else 0.05, "lr_milestones": [], "augmentation": "none",
-                  "log_every": k, "checkpoint_every": 10**9},
+                  "log_every": k, "checkpoint_every": 10**9, "validation_holdout": 0},
     }
     with tempfile.TemporaryDirectory() as tmp:
         model, _ = train_model(settings, data, Path(tmp), device, log=lambda line: None)

@@ -235,6 +235,7 @@ def _tiny_config_with_audit(path: Path, block: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_snakemake_audits_every_model_of_the_tiny_study(tiny_copy: Path, tmp_path: Path) -> None:
     cfg = _tiny_config_with_audit(tmp_path / "config.yaml", TINY_AUDIT)
     targets = [f"reports/tiny/tables/audit.{ext}" for ext in ("csv", "tex", "html")]
@@ -257,6 +258,7 @@ def test_snakemake_audits_every_model_of_the_tiny_study(tiny_copy: Path, tmp_pat
     assert (tiny_copy / "results/tiny/logs/audit").is_dir()
 
 
+@pytest.mark.slow
 def test_snakemake_refuses_a_bad_audit_block(tiny_copy: Path, tmp_path: Path) -> None:
     cfg = _tiny_config_with_audit(tmp_path / "config.yaml", {"pgd": {"restarts": 0}})
     proc = run_snakemake(tiny_copy, "-n", "reports/tiny/tables/audit.csv", configfile=cfg, check=False)

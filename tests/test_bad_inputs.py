@@ -183,8 +183,44 @@ def blackbox_set(d: Path, pickled: bool) -> list[str]:
     return evaluate(d, model_file(d), f"fgsm_cw={path}")
 
 
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "smoothsqueeze", *args]
+
+
+def results_dir_is_a_file(d: Path) -> list[str]:
+    (d / "results").write_text("not a folder\n")
+    return snakemake(d, BASE, MODEL_TARGET)
+
+
+def data_root_is_a_file(d: Path) -> list[str]:
+    (d / "mnist.tar").write_text("not a folder\n")
+    return snakemake(d, config_with(lambda c: mnist_study(c, d / "mnist.tar")), "data/mnist.npz")
+
+
+def pgd_without_step_size(c: dict) -> None:
+    c["studies"]["s"]["attack"]["whitebox"].append({"name": "pgd10_xent", "method": "pgd", "loss": "xent", "steps": 10})
+
+
+def checkpoint_is_a_folder(d: Path) -> list[str]:
+    path = d / "results" / "s" / "models" / "natural_k5" / "model.pt"
+    path.mkdir(parents=True)
+    return evaluate(d, path)
+
+
+def output_is_a_folder(d: Path) -> list[str]:
+    (d / RECORD).mkdir(parents=True)
+    return evaluate(d, model_file(d))
+
+
+def output_under_a_file(d: Path) -> list[str]:
+    (d / "results" / "s").mkdir(parents=True)
+    (d / "results" / "s" / "records").write_text("not a folder\n")
+    return evaluate(d, model_file(d))
+
+
 RECORD = "results/s/records/natural_k5.json"
 CHECKPOINT = "results/s/models/natural_k5/model.pt"
+NAN, INF = float("nan"), float("inf")
 CASES: dict[str, Case] = {
     # config values, checked when the workflow loads (nothing runs)
     "alpha_above_1": Case(bad_config(grid0("alpha", 1.5)), ("studies.s.grid[0].alpha = 1.5", "<= 1"), "config error: "),
@@ -197,6 +233,32 @@ CASES: dict[str, Case] = {
     "unknown_default_study": Case(bad_config(lambda c: c.update(default_study="nosuch")), ("default_study = 'nosuch'", "no such study"), "config error: "),
     "bad_config_override": Case(bad_config(lambda c: None, "--config", "verify_checksums=maybe"), ("verify_checksums = 'maybe'", "boolean"), "config error: "),
     "unknown_study_target": Case(bad_config(lambda c: None, "nosuch"), ("nosuch",), None),
+    # numbers must be finite everywhere (JSON-schema bounds are false for NaN), also in the open blocks
+    "alpha_nan": Case(bad_config(grid0("alpha", NAN)), ("studies.s.grid[0].alpha = nan: must be a finite number",), "config error: "),
+    "sigma_inf": Case(bad_config(grid0("sigma", INF)), ("studies.s.grid[0].sigma = inf: must be a finite number",), "config error: "),
+    "audit_setting_inf": Case(bad_config(study_key("audit", {"pgd": {"steps": INF}})), ("studies.s.audit.pgd.steps = inf", "finite"), "config error: "),
+    "analysis_setting_nan": Case(bad_config(study_key("analysis", {"max_examples": NAN})), ("studies.s.analysis.max_examples = nan", "finite"), "config error: "),
+    # --config strings are converted only in their exact forms ('false', '3', '0.5')
+    "nested_override_not_a_number": Case(
+        bad_config(lambda c: None, "--config", "studies={s: {attack: {max_examples: ten}}}"),
+        ("studies.s.attack.max_examples = 'ten'", "must be of type"), "config error: ",
+    ),
+    # values the schema alone would let through, or a cross-check catches
+    "max_examples_zero": Case(bad_config(lambda c: c["studies"]["s"]["attack"].update(max_examples=0)), ("studies.s.attack.max_examples = 0", ">= 1"), "config error: "),
+    "same_model_id_twice_via_seed": Case(
+        bad_config(lambda c: c["studies"]["s"]["grid"].extend([{"k": 5, "seed": 1}, {"k": 5, "seed": 1}])),
+        ("studies.s.grid[2] repeats model 'natural_k5_seed1'",), "config error: ",
+    ),
+    "blackbox_source_not_in_grid": Case(
+        bad_config(lambda c: c["studies"]["s"]["blackbox"].update(source="natural_k7")),
+        ("studies.s.blackbox.source = 'natural_k7'", "not a model of the grid"), "config error: ",
+    ),
+    "pgd_without_step_size": Case(bad_config(pgd_without_step_size), ("studies.s.attack.whitebox[1].step_size = 0", "method pgd"), "config error: "),
+    "eps_above_pixel_units": Case(bad_config(lambda c: c["studies"]["s"]["attack"].update(eps=8)), ("studies.s.attack.eps = 8", "pixel_units (1)"), "config error: "),
+    "momentum_of_one": Case(bad_config(lambda c: c["studies"]["s"]["train"].update(momentum=1)), ("studies.s.train.momentum = 1", "< 1"), "config error: "),
+    "results_dir_empty": Case(bad_config(lambda c: c.update(results_dir="")), ("results_dir = ''", "must not be empty"), "config error: "),
+    "results_dir_is_a_file": Case(results_dir_is_a_file, ("results_dir = 'results'", "'results' is a file, not a folder"), "config error: "),
+    "data_root_is_a_file": Case(data_root_is_a_file, ("data_root = ", "mnist.tar' is a file, not a folder"), "config error: "),
     # data
     "data_root_without_files": Case(empty_data_root, ("mnist: no usable files under data_root", "MNIST/raw"), out="data/mnist.npz"),
     "mnist_checksum_mismatch": Case(mnist_with_wrong_checksums, ("train-images-idx3-ubyte.gz: MD5 checksum does not match",), out="data/mnist.npz"),
@@ -208,6 +270,18 @@ CASES: dict[str, Case] = {
     "truncated_checkpoint": Case(truncated_checkpoint, ("model.pt: truncated or corrupt", "delete it"), inputs=("data/digits.npz", CHECKPOINT), out=RECORD),
     "truncated_blackbox_set": Case(lambda d: blackbox_set(d, pickled=False), ("fgsm_cw.npz: unreadable or corrupt",), inputs=("data/digits.npz", CHECKPOINT, "results/s/blackbox/fgsm_cw.npz"), out=RECORD),
     "blackbox_set_with_pickled_objects": Case(lambda d: blackbox_set(d, pickled=True), ("fgsm_cw.npz: refused to load", "pickled"), inputs=("data/digits.npz", CHECKPOINT, "results/s/blackbox/fgsm_cw.npz"), out=RECORD),
+    "checkpoint_is_a_folder": Case(checkpoint_is_a_folder, ("model.pt: is a folder, not a checkpoint file",), inputs=("data/digits.npz",), out=RECORD),
+    "output_is_a_folder": Case(output_is_a_folder, ("natural_k5.json: is a folder, not a file",), inputs=("data/digits.npz", CHECKPOINT)),
+    "output_under_a_file": Case(output_under_a_file, ("records: a file is in the way of a folder",), inputs=("data/digits.npz", CHECKPOINT, "results/s/records")),
+    # the command line itself: usage errors are one line too
+    "unknown_stage": Case(lambda d: cli("nosuch"), ("smoothsqueeze: argument stage: invalid choice: 'nosuch'",)),
+    "spec_not_a_json_object": Case(
+        lambda d: cli("evaluate", "--spec", "[1]", "--checkpoint", "m.pt", "--data", "d.npz", "--out", "o.json"), ("--spec must be a JSON object",),
+    ),
+    "spec_missing_keys": Case(
+        lambda d: cli("craft-blackbox", "--spec", '{"architecture": "madry_cnn"}', "--source", "m.pt", "--data", "d.npz", "--out", "o.npz"),
+        ("--spec lacks ['attack', 'batch_size', 'seed']",),
+    ),
 }
 
 
@@ -228,6 +302,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
         return dict(pool.map(run, commands.items()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_refused_in_one_line(name: str, outcomes: dict) -> None:
     case, (workdir, proc) = CASES[name], outcomes[name]
@@ -262,3 +337,28 @@ def test_checkpoint_of_another_architecture_is_refused_by_load_model(tmp_path: P
         load_model(path, expect_architecture="madry_cnn")
     assert str(err.value) == f"{path}: holds a 'resnet_small' model, the study expects 'madry_cnn'; delete it and retrain"
     assert isinstance(load_model(path, expect_architecture="resnet_small"), torch.nn.Module)
+
+
+# --- input that must work where a user would expect it to -----------------------------------------------
+
+def dry_run(tmp_path: Path, config: dict, *args: str) -> str:
+    """`snakemake -n -p` (real CLI); returns what it printed, after checking it succeeded."""
+    proc = subprocess.run(snakemake(tmp_path, config, "-n", "-p", *args), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_boolean_and_nested_number_overrides_from_the_command_line(tmp_path: Path) -> None:
+    """Snakemake hands `--config verify_checksums=false` and every nested value over as strings."""
+    text = dry_run(tmp_path, BASE, "--config", "verify_checksums=false", "studies={s: {attack: {max_examples: 7, eps: 0.1}}}")
+    prepare = [line for line in text.splitlines() if "smoothsqueeze prepare-data" in line]
+    assert prepare and all("--no-verify" in line for line in prepare), prepare
+    evaluate = [line for line in text.splitlines() if "smoothsqueeze evaluate" in line]
+    assert evaluate and '"max_examples": 7' in evaluate[0] and '"eps": 0.1' in evaluate[0], evaluate
+
+
+def test_integral_float_and_trailing_slash_give_the_usual_paths(tmp_path: Path) -> None:
+    """`k: 5.0` names the model natural_k5 (not natural_k5.0); `results_dir: ./results/` still matches results/... targets."""
+    config = config_with(lambda c: (c["studies"]["s"]["grid"][0].update(k=5.0), c.update(results_dir="./results/")))
+    text = dry_run(tmp_path, config, MODEL_TARGET)
+    assert f"output: {MODEL_TARGET}" in text and "k5.0" not in text, text[-3000:]

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ["bench_train.py", "bench_attacks.py", "bench_pipeline.py"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
@@ -44,6 +45,7 @@ def run_script(script: str, args: list[str], cwd: Path) -> subprocess.CompletedP
     return proc
 
 
+@pytest.mark.slow
 def test_calibrate_squeeze_quick(digits_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "calibration"
     proc = run_script("calibrate_squeeze.py", ["--data", str(digits_npz), "--study", "digits", "--quick", "--jobs", "2", "--out-dir", str(out)], tmp_path)
@@ -77,6 +79,7 @@ def test_calibrate_squeeze_verdict_rule() -> None:
     assert cal.verdict({2.0: 98.0, 5.0: 97.0, 10.0: 60.0}, ok, 15.0, reference_collapsed=True).startswith("undetermined")
 
 
+@pytest.mark.slow
 def test_precision_check_quick(digits_npz: Path, tmp_path: Path) -> None:
     out = tmp_path / "precision.json"
     proc = run_script("precision_check.py", ["--data", str(digits_npz), "--quick", "--device", "cpu", "--seed-control", "--json", str(out)], tmp_path)
@@ -90,3 +93,21 @@ def test_precision_check_quick(digits_npz: Path, tmp_path: Path) -> None:
     assert set(figures["comparisons"][0]) >= {"test_accuracy_diff", "median_gap_rel_diff", "prediction_agreement", "agree"}
     assert figures["n_test"] == 128 and figures["machine"]["device"] == "cpu"
     assert "bf16 and fp32 " in proc.stdout
+
+
+def test_study_summary_renders_the_built_tiny_study(tiny_study: Path) -> None:
+    """The README's results tables come from this script: every model of the tiny study, numbers from its records."""
+    from conftest import TINY_CONFIG
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "study_summary.py"), "--study", "tiny", "--config", str(TINY_CONFIG),
+         "--results", str(tiny_study / "results")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(lines) == 1 + 5  # header + the tiny study's five models
+    record = json.loads((tiny_study / "results/tiny/records/natural_k40.json").read_text())
+    natural = next(line for line in lines if "`natural_k40`" in line)
+    cells = [c.strip() for c in natural.strip("|").split("|")]
+    assert cells[1] == f"{record['accuracy']['test']:.1f}" and "black-box source" in cells[-1]

@@ -49,6 +49,7 @@ def test_unreadable_benchmark_is_one_line(tmp_path: Path) -> None:
         read_benchmark(tmp_path / "b.tsv")
 
 
+@pytest.mark.slow
 def test_tiny_study_has_a_cost_table(tiny_study: Path) -> None:
     with open(tiny_study / "reports" / "tiny" / "tables" / "cost.csv") as fh:
         rows = {row["model"]: row for row in csv.DictReader(fh)}

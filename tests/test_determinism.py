@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import run_snakemake
@@ -25,6 +26,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_same_config_twice_gives_the_same_records_and_checkpoints(tiny_study: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     run_snakemake(again, *TARGETS, "--resources", "gpu=2")
@@ -61,6 +63,7 @@ def without(obj: dict, key: str) -> dict:
     return {k: v for k, v in obj.items() if k != key}
 
 
+@pytest.mark.slow
 def test_every_artifact_records_seed_versions_and_device(tiny_study: Path) -> None:
     study = tiny_study / "results" / "tiny"
     data_sha = sha256(tiny_study / "data" / "digits.npz")

@@ -256,6 +256,7 @@ def real_fashion_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "data" / "fashion_mnist.npz"
 
 
+@pytest.mark.slow
 def test_real_fashion_mnist_from_debian(real_fashion_mnist: Path) -> None:
     ds = load_dataset(real_fashion_mnist)
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
@@ -265,6 +266,7 @@ def test_real_fashion_mnist_from_debian(real_fashion_mnist: Path) -> None:
     assert torch.bincount(ds.y_test).tolist() == [1000] * 10
 
 
+@pytest.mark.slow
 def test_madry_cnn_trains_on_real_fashion_mnist(real_fashion_mnist: Path, tmp_path: Path) -> None:
     full = load_dataset(real_fashion_mnist)
     ds = Dataset(full.x_train[:1000], full.y_train[:1000], full.x_test[:200], full.y_test[:200], full.max_value)

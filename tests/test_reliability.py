@@ -104,6 +104,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, resume_config: Path):
         ref.proc.wait()
 
 
+@pytest.mark.slow
 def test_sigkilled_training_resumes_to_the_same_model(tmp_path: Path, resume_config: Path, reference: Reference) -> None:
     workdir = tmp_path / "killed"
     model_dir = workdir / "results" / "rs" / "models" / MODEL
@@ -158,6 +159,7 @@ SLOW_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkilled_npz_write_leaves_no_file_a_stage_accepts(tmp_path: Path) -> None:
     target = tmp_path / "blackbox" / "pgd40_cw.npz"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(target)], start_new_session=True)
@@ -192,6 +194,7 @@ EVIL_SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_point_with_a_pickled_payload_is_ignored_and_never_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     marker = tmp_path / "payload_ran"
     data = tmp_path / "data" / "digits.npz"
@@ -218,6 +221,7 @@ def finished_copy(reference: Reference, tmp_path: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_forced_rerun_of_a_finished_model_keeps_it(reference: Reference, tmp_path: Path, resume_config: Path) -> None:
     study = finished_copy(reference, tmp_path)
     model = study / MODEL_FILE
@@ -235,6 +239,7 @@ def test_forced_rerun_of_a_finished_model_keeps_it(reference: Reference, tmp_pat
     assert sha256(model) == before
 
 
+@pytest.mark.slow
 def test_changed_settings_do_not_replace_a_finished_model(reference: Reference, tmp_path: Path, resume_config: Path) -> None:
     study = finished_copy(reference, tmp_path)
     model = study / MODEL_FILE

@@ -281,8 +281,41 @@ def test_study_builds_tables_and_report(tiny_study: Path) -> None:
     assert eq4["model"].tolist() == ["natural_k40", "pgd3-eps0.2-step0.1_k30"] and eq4["predicted_eq4"].notna().all()
     assert (eq4["predicted_eq4"] <= eq4["predicted_eq4_top"]).all()  # the nearest class is never farther than the top one
     assert not list((tiny_study / "reports/tiny/tables").glob("paper_*"))  # digits: no paper counterpart
+    # The HTML report embeds every table and figure of the study, each with its own caption, and
+    # loads or links nothing outside the file.
+    from smoothsqueeze import figures
+    from snakemake_report import data_uri_bytes, embedded_json, external_links, plain_text
+
     report = (tiny_study / "reports/tiny/report.html").read_text()
-    assert "accuracy.html" in report and "eq4.tex" in report
+    results = embedded_json(report, "results")
+    tables_dir, figures_dir = tiny_study / "reports/tiny/tables", tiny_study / "reports/tiny/figures"
+    expected = {  # report entry -> a phrase of its rendered caption (workflow/report/**/*.rst)
+        **{f"{name}.{ext}": opening for name, opening in (
+            ("accuracy", "Accuracy (%) of every model of study tiny (digits), laid out like the paper's Tables 2 and 5"),
+            ("whitebox", "White-box accuracy (%) of every model of study tiny (digits)"),
+            ("blackbox", "Black-box accuracy (%) of every model of study tiny (digits)"),
+            ("eq4", "Table 1 of the paper for study tiny (digits)"),
+            ("audit", "Gradient-masking audit of study tiny (beyond the paper)"),
+        ) for ext in ("csv", "tex", "html")},
+        "cost.csv": "Measured compute cost of every model of study tiny",
+        **{f"{fig}.png": (ROOT / f"workflow/report/figures/{fig}.rst").read_text().split(":", 1)[0] for fig in figures.FIGURES},
+    }
+    by_file = {Path(path).name: (path, entry) for path, entry in results.items()}
+    assert sorted(by_file) == sorted(expected), set(by_file) ^ set(expected)
+    for name, phrase in expected.items():
+        path, entry = by_file[name]
+        folder = figures_dir if name.endswith(".png") else tables_dir
+        assert Path(path).parent.name == folder.name, path
+        assert data_uri_bytes(entry["data_uri"]) == (folder / name).read_bytes(), name  # embedded, byte for byte
+        caption = plain_text(entry["caption"])
+        assert phrase in caption, (name, caption[:300])
+        if name.endswith(".png"):
+            assert "Models shown (study tiny):" in caption, name
+        elif not name.startswith(("audit", "cost")):
+            assert "Every attack is L-inf with eps = 0.2" in caption, name
+        assert external_links(entry["caption"]) == [], name
+    assert external_links(report) == []  # scripts, styles, images: all inline
+    assert external_links(embedded_json(report, "workflow-desc")) == []
 
 
 @pytest.mark.slow

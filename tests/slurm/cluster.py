@@ -50,6 +50,17 @@ def _run(cmd: list[str], timeout: float = 30, **kwargs) -> subprocess.CompletedP
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+#: apt-get may take minutes on a slow mirror, never a quarter hour: a hung apt-get is reported.
+APT_TIMEOUT_S = 300
+
+
+def _apt(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return _run(cmd, timeout=APT_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise ClusterUnavailable(f"`{' '.join(cmd)}` timed out after {APT_TIMEOUT_S} s") from None
+
+
 def ensure_installed() -> float:
     """Install the Slurm and munge packages when missing; return seconds spent."""
     if all(shutil.which(b) for b in BINARIES):
@@ -61,10 +72,10 @@ def ensure_installed() -> float:
     t0 = time.monotonic()
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    result = _run(install, timeout=900, env=env)
+    result = _apt(install, env)
     if result.returncode != 0:  # maybe stale package lists
-        _run(["apt-get", "update", "-q"], timeout=600, env=env)
-        result = _run(install, timeout=900, env=env)
+        _apt(["apt-get", "update", "-q"], env)
+        result = _apt(install, env)
     if result.returncode != 0 or not all(shutil.which(b) for b in BINARIES):
         raise ClusterUnavailable(
             "apt-get could not install Slurm: " + (result.stderr or result.stdout)[-800:])
@@ -198,10 +209,12 @@ PartitionName={self.partition} Nodes={host} Default=YES MaxTime=INFINITE State=U
             "pids": self.pids, "made_devices": self.made_devices,
             "linked_system_conf": self.linked_system_conf, "partition": self.partition}))
 
-    def start(self, timeout: float = 60) -> dict[str, float]:
+    def start(self, timeout: float = 300) -> dict[str, float]:
         """Install if needed, write configs, start munged/slurmctld/slurmd; wait for idle.
 
-        Returns timings in seconds.  Raises ClusterUnavailable (daemons stopped).
+        `timeout` only guards against daemons that never come up (a loaded machine is
+        slow to start them): it is no speed requirement.  Returns timings in seconds.
+        Raises ClusterUnavailable (daemons stopped).
         """
         timings = {"install_s": ensure_installed()}
         if os.geteuid() != 0:
@@ -224,7 +237,7 @@ PartitionName={self.partition} Nodes={host} Default=YES MaxTime=INFINITE State=U
                 "munged", "--foreground", "--force", f"--socket={socket_path}",
                 f"--key-file={key}", f"--pid-file={munge_dir}/munged.pid",
                 f"--log-file={munge_dir}/munged.log", f"--seed-file={munge_dir}/munged.seed"])
-            self._wait(lambda: socket_path.exists(), 10, "munged did not create its socket")
+            self._wait(lambda: socket_path.exists(), timeout, "munged did not create its socket")
             self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
             self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf), "-N", host])
             self._wait(self._node_idle, timeout, "the node did not become idle")

@@ -1,0 +1,96 @@
+"""Training settings by hand: the learning-rate milestones, crop + flip (default padding 2, as
+Madry's 32 -> 36 -> 32 pipeline) and noise given in 1/255 units for a study of pixel_units 255."""
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+
+import smoothsqueeze.train as sstrain
+from conftest import ROOT
+from smoothsqueeze import config as sscfg
+from smoothsqueeze.data import Dataset
+from smoothsqueeze.train import crop_flip, learning_rate
+
+CONFIG = sscfg.load_config(ROOT / "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("iteration", "expected"),
+    [(0, 0.1), (39999, 0.1), (40000, 0.01), (59999, 0.01), (60000, 0.001), (79999, 0.001)],
+)
+def test_learning_rate_drops_tenfold_at_half_and_three_quarters_of_k(iteration: int, expected: float) -> None:
+    """Madry's CIFAR-10 schedule: 0.1, then 0.01 from 40k and 0.001 from 60k of 80k iterations."""
+    cfg = {"lr": 0.1, "lr_milestones": [0.5, 0.75], "lr_gamma": 0.1}
+    assert learning_rate(cfg, iteration, 80000) == pytest.approx(expected, rel=1e-12)
+
+
+def test_learning_rate_milestones_round_down_and_default_to_none() -> None:
+    cfg = {"lr": 1.0, "lr_milestones": [0.5, 0.75], "lr_gamma": 0.5}
+    # k = 10: milestones at int(5.0) = 5 and int(7.5) = 7
+    assert [learning_rate(cfg, it, 10) for it in range(10)] == [1.0] * 5 + [0.5] * 2 + [0.25] * 3
+    assert {learning_rate({"lr": 1e-3}, it, 100) for it in range(100)} == {1e-3}  # Adam studies: constant
+    assert learning_rate({"lr": 0.1, "lr_milestones": [0.5]}, 50, 100) == pytest.approx(0.01)  # gamma defaults to 0.1
+    assert CONFIG["studies"]["cifar10"]["train"]["lr_milestones"] == [0.5, 0.75]
+
+
+def test_crop_flip_pads_by_two_by_default_and_takes_every_crop_and_flip() -> None:
+    assert inspect.signature(crop_flip).parameters["pad"].default == 2
+    h = w = 6
+    image = (torch.arange(h * w, dtype=torch.float32).reshape(1, 1, h, w) + 1) / (h * w)  # no zero pixel: zeros are padding
+    x = image.expand(2000, 2, h, w).clone()
+    out = crop_flip(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(image[0, 0], (2, 2, 2, 2))
+    candidates = {(top, left, flip): (padded[top : top + h, left : left + w].flip(1) if flip else padded[top : top + h, left : left + w])
+                  for top in range(5) for left in range(5) for flip in (False, True)}
+    seen = set()
+    for img in out:
+        assert torch.equal(img[0], img[1])  # the same crop and flip for every channel
+        hits = [key for key, crop in candidates.items() if torch.equal(img[0], crop)]
+        assert len(hits) == 1, "not a crop of the image padded by 2"
+        seen.add(hits[0])
+    assert seen == set(candidates)  # every offset 0..4 in both directions, flipped and not
+
+
+def _constant_data(value: int = 128, n: int = 200) -> Dataset:
+    x = torch.full((n, 3, 8, 8), value, dtype=torch.uint8)
+    y = torch.arange(n) % 10
+    return Dataset(x, y, x[:20], y[:20], 255.0)
+
+
+class _InputSpy(torch.nn.Module):
+    """A linear model that keeps the images each training step feeds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3 * 8 * 8, 10)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.inputs.append(x.detach().clone())
+        return self.head(x.flatten(1))
+
+
+def test_noise_in_1_255_units_reaches_training_as_sigma_over_255(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = copy.deepcopy(CONFIG)
+    study = config["studies"]["cifar10"]
+    assert study["pixel_units"] == 255
+    study["grid"] = [{"sigma": 30, "k": 4}, {"k": 4, "adversarial": {"steps": 7, "step_size": 2, "eps": 8}}]
+    study["train"].update(batch_size=50, augmentation="none", amp=False, channels_last=False, log_every=4)
+    settings = sscfg.resolve_model(config, "cifar10", "noise30_k4")
+    assert settings["sigma"] == pytest.approx(30 / 255) and settings["pixel_units"] == 255
+    adv = sscfg.resolve_model(config, "cifar10", "pgd7-eps8-step2_k4")["adversarial"]
+    assert adv["eps"] == pytest.approx(8 / 255) and adv["step_size"] == pytest.approx(2 / 255)
+
+    spy = _InputSpy()
+    monkeypatch.setattr(sstrain, "build_model", lambda *args, **kwargs: spy)
+    sstrain.train_model(settings, _constant_data(), tmp_path, torch.device("cpu"), log=lambda _: None)
+    noise = torch.cat(spy.inputs) - 128 / 255  # the clean images are all 128/255
+    assert len(spy.inputs) == 4
+    assert noise.mean().item() == pytest.approx(0.0, abs=0.005)
+    assert noise.std().item() == pytest.approx(30 / 255, rel=0.02)  # not 30, not 30/255**2
