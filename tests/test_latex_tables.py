@@ -212,7 +212,7 @@ def test_latex_escape_of_a_backslash() -> None:
 def test_every_table_of_the_tiny_study_is_well_formed(tiny_study: Path) -> None:
     texs = sorted((tiny_study / "reports" / "tiny").rglob("*.tex"))
     names = {p.stem for p in texs}
-    assert {"accuracy", "whitebox", "blackbox", "eq4", "cost", "audit"} <= names, names
+    assert {"accuracy", "eq4", "cost", "audit"} <= names, names  # digits: the combined layout (Tables 2/5)
     for path in texs:
         assert latex_problems(path.read_text()) == [], path.name
 
