@@ -348,6 +348,7 @@ def dry_run(tmp_path: Path, config: dict, *args: str) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_boolean_and_nested_number_overrides_from_the_command_line(tmp_path: Path) -> None:
     """Snakemake hands `--config verify_checksums=false` and every nested value over as strings."""
     text = dry_run(tmp_path, BASE, "--config", "verify_checksums=false", "studies={s: {attack: {max_examples: 7, eps: 0.1}}}")
@@ -357,6 +358,7 @@ def test_boolean_and_nested_number_overrides_from_the_command_line(tmp_path: Pat
     assert evaluate and '"max_examples": 7' in evaluate[0] and '"eps": 0.1' in evaluate[0], evaluate
 
 
+@pytest.mark.slow
 def test_integral_float_and_trailing_slash_give_the_usual_paths(tmp_path: Path) -> None:
     """`k: 5.0` names the model natural_k5 (not natural_k5.0); `results_dir: ./results/` still matches results/... targets."""
     config = config_with(lambda c: (c["studies"]["s"]["grid"][0].update(k=5.0), c.update(results_dir="./results/")))

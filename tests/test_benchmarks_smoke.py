@@ -95,6 +95,7 @@ def test_precision_check_quick(digits_npz: Path, tmp_path: Path) -> None:
     assert "bf16 and fp32 " in proc.stdout
 
 
+@pytest.mark.slow
 def test_study_summary_renders_the_built_tiny_study(tiny_study: Path) -> None:
     """The README's results tables come from this script: every model of the tiny study, numbers from its records."""
     from conftest import TINY_CONFIG
