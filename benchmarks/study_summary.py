@@ -47,7 +47,7 @@ def _first(acc: dict, *names: str) -> float | None:
     return None
 
 
-def _label(entry: dict, units: float) -> str:
+def _label(entry: dict) -> str:
     text = defense_label(entry)
     params = [f"{sym} {entry[key]:g}" for key, sym in (("alpha", "α"), ("beta", "β"), ("sigma", "σ")) if entry.get(key)]
     return f"{text} ({', '.join(params)})" if params and not entry.get("adversarial") else text
@@ -74,7 +74,7 @@ def summary_rows(study: str, results: Path, config: dict) -> list[list[str]]:
                 flags.append(FLAG_WORDS.get(name, FLAG_LABELS.get(name, name)))
         aacc = audit.get("accuracy", {})
         rows.append([
-            f"{_label(entry, st.get('pixel_units', 1))} `{mid}`", _pct(acc.get("test")),
+            f"{_label(entry)} `{mid}`", _pct(acc.get("test")),
             _pct(_first(acc, "whitebox_pgd40_xent", "whitebox_pgd20_xent")), _pct(_first(acc, "whitebox_pgd40_cw", "whitebox_pgd20_cw")),
             _pct(acc.get("whitebox_fgsm_xent")), _pct(_first(acc, "blackbox_pgd40_cw", "blackbox_pgd7_cw")),
             _pct(analysis.get("predicted_robust_accuracy")), _pct(aacc.get("autoattack")), _pct(aacc.get("strongest")),

@@ -48,6 +48,8 @@ MISSING_TEX = "--"
 #: Row marks (the `note` column): never a robustness number without them.
 COLLAPSED = "training collapsed"
 SOURCE = "black-box source (its black-box numbers are white-box)"
+#: A reproduced model this many points of test accuracy below the paper's row is marked.
+FAR_BELOW = 20.0
 #: LaTeX tables with more columns than this are set in \scriptsize with narrow column gaps.
 WIDE = 10
 
@@ -123,6 +125,11 @@ def row_note(record: dict[str, Any]) -> str:
     if record.get("blackbox_source") == record.get("model_id"):
         notes.append(SOURCE)
     return "; ".join(notes)
+
+
+def marks(note: Any) -> list[str]:
+    """The marks of a row's `note` cell ('' or NaN, as read back from a CSV, has none)."""
+    return [] if _missing(note) else [m for m in str(note).split("; ") if m]
 
 
 def write_row(row: dict[str, Any], out: str | Path) -> None:
@@ -225,7 +232,7 @@ def study_columns(name: str, spec: dict[str, Any]) -> list[Column]:
 
 def _with_note(columns: list[Column], rows: pd.DataFrame) -> list[Column]:
     """Add the note column when a row carries a mark (a collapsed model, the black-box source)."""
-    if "note" in rows.columns and rows["note"].fillna("").astype(str).str.len().gt(0).any():
+    if "note" in rows.columns and any(marks(note) for note in rows["note"]):
         return [*columns, NOTE_COLUMN]
     return columns
 
@@ -236,8 +243,7 @@ def study_frame(name: str, rows: pd.DataFrame, spec: dict[str, Any]) -> tuple[li
         rows = rows[rows["kind"].isin(["natural", "adversarial"])]
     if name not in ("accuracy", "blackbox") and "note" in rows.columns:
         # The source's black-box numbers are white-box: only tables with black-box columns carry that mark.
-        marks = rows["note"].fillna("").astype(str).str.split("; ")
-        rows = rows.assign(note=marks.apply(lambda ms: "; ".join(m for m in ms if m == COLLAPSED)))
+        rows = rows.assign(note=[COLLAPSED if COLLAPSED in marks(note) else "" for note in rows["note"]])
     columns = _with_note(columns, rows)
     return columns, rows.reindex(columns=[c.key for c in columns]).reset_index(drop=True)
 
@@ -283,11 +289,11 @@ def comparison_frame(
             continue
         out = {k: prow[k] for k in table.key} | {"model": model}
         ours_row = by_model[model]
-        notes = [m for m in str(ours_row.get("note") or "").split("; ") if m and m != "nan"]
+        notes = marks(ours_row.get("note"))
         overrides = (table.row_metrics or {}).get(str(prow.get("defense")), {})
-        for p, o in metrics:
-            o = overrides.get(p, o)
-            if o != dict(metrics)[p]:
+        for p, default in metrics:
+            o = overrides.get(p, default)
+            if o != default:
                 notes.append(f"{metric_label(p)}: ours is {metric_label(o)}, as the paper's row")
             mine, theirs = _number(ours_row.get(o)), _number(prow[p])
             out |= {f"{p}_ours": mine, f"{p}_paper": theirs, f"{p}_diff": mine - theirs}
@@ -295,12 +301,9 @@ def comparison_frame(
             notes.append(f"test accuracy more than {FAR_BELOW:g} points below the paper's")
         out["note"] = "; ".join(notes)
         records.append(out)
-    columns = [*columns, NOTE_COLUMN] if any(r["note"] for r in records) else columns
-    return columns, pd.DataFrame(records, columns=[c.key for c in columns])
-
-
-#: A reproduced model this many points of test accuracy below the paper's row is marked.
-FAR_BELOW = 20.0
+    frame = pd.DataFrame(records, columns=[c.key for c in columns] + ["note"])
+    columns = _with_note(columns, frame)
+    return columns, frame.reindex(columns=[c.key for c in columns])
 
 
 def _number(value: Any) -> float:
