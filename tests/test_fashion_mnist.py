@@ -271,10 +271,15 @@ def test_madry_cnn_trains_on_real_fashion_mnist(real_fashion_mnist: Path, tmp_pa
     full = load_dataset(real_fashion_mnist)
     ds = Dataset(full.x_train[:1000], full.y_train[:1000], full.x_test[:200], full.y_test[:200], full.max_value)
     settings = {
-        "seed": 0, "architecture": "madry_cnn", "k": 5, "alpha": 0, "beta": 0, "sigma": 0, "adversarial": None,
-        "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 50, "log_every": 5, "checkpoint_every": 1000},
+        "seed": 0, "architecture": "madry_cnn", "k": 30, "alpha": 0, "beta": 0, "sigma": 0, "adversarial": None,
+        "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 50, "log_every": 10, "checkpoint_every": 1000},
     }
     model, metrics = train_model(settings, ds, tmp_path, torch.device("cpu"), log=lambda _: None)
     assert model.fc1.in_features == 7 * 7 * 64  # Madry's CNN on 28x28
-    assert [h["iteration"] for h in metrics["history"]] == [5] and math.isfinite(metrics["history"][-1]["loss"])
-    assert 0 <= metrics["test_accuracy"] <= 100
+    history = metrics["history"]
+    assert [h["iteration"] for h in history] == [10, 20, 30] and all(math.isfinite(h["loss"]) for h in history)
+    # 30 Adam steps on real images learn: the loss falls from its first logged value and the test
+    # accuracy is far above the 10% of chance (a model that did not train, or data that were not
+    # real images with their labels, would sit near 10%).
+    assert history[-1]["loss"] < history[0]["loss"], history
+    assert metrics["test_accuracy"] > 40, metrics["test_accuracy"]

@@ -98,7 +98,11 @@ def test_loaded_model_is_usable_outside_the_pipeline(tiny_study: Path) -> None:
     x, y = data.scale(data.x_test[:20]), data.y_test[:20]
     x_adv = pgd(model, x, y, eps=0.2, step_size=0.05, steps=5)
     check_budget(x, x_adv, 0.2)
-    assert (model(x_adv).argmax(1) == y).float().mean() <= (model(x).argmax(1) == y).float().mean()
+    clean = (model(x).argmax(1) == y).float().mean().item()
+    robust = (model(x_adv).argmax(1) == y).float().mean().item()
+    # The loaded natural model classifies (85% of these 20 here) and PGD breaks it (15%): a model that
+    # did not load its weights sits at chance, and an attack that did nothing leaves robust == clean.
+    assert clean >= 0.6 and robust <= clean - 0.4, (clean, robust)
 
 
 @pytest.mark.slow
