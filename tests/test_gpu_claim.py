@@ -360,3 +360,15 @@ def test_slots_are_shared_between_processes_and_freed_by_sigkill(lock_dir, holde
     os.kill(wide.proc.pid, signal.SIGKILL)
     wide.proc.wait(timeout=HANG_GUARD_S)
     assert claim_device(1, lock_dir=lock_dir, slots=2, job_slots="all", on_busy="error").slots == (0, 1)
+
+
+def test_slots_follow_cuda_visible_devices(lock_dir, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
+    whole = claim_device(2, lock_dir=lock_dir, slots=2, job_slots="all", on_busy="error")
+    assert whole == "cuda:0" and [p.name.split("-")[-1] for p in whole.lock_paths] == ["3.lock", "3.slot1.lock"]
+    # another shell that sees only physical GPU 3 finds both of its slots taken
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert claim_device(1, lock_dir=lock_dir, slots=2, on_busy="cpu") == "cpu"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    part = claim_device(2, lock_dir=lock_dir, slots=2, on_busy="error")
+    assert part == "cuda:0" and part.lock_path.name.endswith("-2.lock")  # physical GPU 2 is this shell's cuda:0

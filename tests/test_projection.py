@@ -155,7 +155,7 @@ def _cli():
 
 def test_command_line_writes_csv_text_and_json(digits_timings: Timings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    cli = _cli()
+    cli = _cli()  # benchmarks/project_cost.py: smoothsqueeze.projection's command with config.yaml as default
     seen: list[dict] = []
 
     def measured(config, study, device, **kwargs):  # the fixture's real timings, not a second measurement
@@ -170,13 +170,17 @@ def test_command_line_writes_csv_text_and_json(digits_timings: Timings, tmp_path
     assert rc == 0, printed
     assert (tmp_path / "p-digits.csv").is_file() and (tmp_path / "p-digits.txt").is_file() and (tmp_path / "p.json").is_file()
     assert "projection digits on" in printed and "cpu clock" in printed
-    assert seen == [{"study": "digits", "device": "cpu", "steps": 1, "warmup": 1, "attack_batch": 8, "clock": "cpu"}]
+    assert seen == [{"study": "digits", "device": "cpu", "steps": 1, "warmup": 1, "attack_batch": 8, "clock": "cpu", "train_batch": None}]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--study", "nosuch", "--out", "x.csv"], "unknown study 'nosuch'"),
     (["--study", "digits", "--steps", "0", "--out", "x.csv"], "--steps 0"),
     (["--study", "digits", "mnist", "--out", "x.csv"], "'{study}'"),
+    (["--study", "digits", "--config-json", "[1]", "--out", "x.csv"], "must be a JSON object"),
+    (["--study", "digits", "--config-json", "{bad", "--out", "x.csv"], "not valid JSON"),
+    (["--study", "digits", "--config-json", '{"studies": {}}', "--out", "x.csv"], "config error"),
+    (["--study", "digits", "--config", "absent.yaml", "--out", "x.csv"], "file not found"),
 ])
 def test_command_line_bad_input_is_one_line(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,3 +189,33 @@ def test_command_line_bad_input_is_one_line(args: list[str], message: str, tmp_p
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and err.startswith("error:")
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_module_command_takes_the_resolved_config_as_json(config: dict, digits_timings: Timings, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """What a workflow rule runs: `python -m smoothsqueeze.projection --config-json ...` (no file, no default)."""
+    import json
+
+    monkeypatch.setattr(projection, "measure", lambda *a, **k: digits_timings)
+    out = tmp_path / "projection.csv"
+    assert projection.main(["--study", "digits", "--config-json", json.dumps(config), "--device", "cpu", "--out", str(out)]) == 0
+    assert out.is_file() and "projection digits on" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # neither --config nor --config-json, and no default
+        projection.main(["--study", "digits", "--out", str(out)])
+
+
+def test_a_smaller_timed_training_batch_is_scaled_to_the_study_batch(config: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches: list[int] = []
+
+    def fake_time_training(settings, device, steps, warmup, clock):
+        batches.append(settings["train"]["batch_size"])
+        return 0.001 * settings["train"]["batch_size"]  # linear in the batch
+
+    monkeypatch.setattr(projection, "time_training", fake_time_training)
+    monkeypatch.setattr(projection, "time_attack_parts", lambda *a, **k: ({"xent": 1e-3, "cw": 1e-3}, 1e-4))
+    t = projection.measure(config, "digits", "cpu", train_batch=10, log=lambda _: None)
+    assert set(batches) == {10} and t.train_batch == 10
+    assert all(v == pytest.approx(0.001 * 50) for v in t.train_step_s.values())  # digits trains at batch 50
+    assert "training timed at batch 10" in projection.summary_line(projection.project(config, "digits", t), t)
+    with pytest.raises(PipelineError, match="train batch"):
+        projection.measure(config, "digits", "cpu", train_batch=0, log=lambda _: None)

@@ -21,11 +21,15 @@ slots) each run slower, but the card's total work is the same when it was not sa
 margin; :func:`runtime_minutes` reads it back from a written projection CSV.
 
     python benchmarks/project_cost.py --study mnist --steps 3 --out projection.csv
+    python -m smoothsqueeze.projection --study mnist --config-json '{...resolved config...}' --out p.csv
 """
 from __future__ import annotations
 
+import argparse
 import csv
+import json
 import math
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .audit_settings import resolve_settings as resolve_audit_settings
-from .config import model_ids, resolve_attack, resolve_model, study as study_config
+from .config import load_config, model_ids, resolve_attack, resolve_model, validate_config, study as study_config
 from .data import SHAPES
 from .errors import PipelineError
 
@@ -67,6 +71,7 @@ class Timings:
     timed_steps: int = 0
     attack_batch: int = 0
     clock: str = "wall"
+    train_batch: int | None = None  # training steps timed at this batch, scaled linearly to the study's (None: the study's)
 
 
 def train_kind(settings: dict[str, Any]) -> str:
@@ -231,12 +236,14 @@ def device_name(device: Any) -> str:
 
 def measure(
     config: dict[str, Any], study_name: str, device: Any, steps: int = 3, warmup: int = 2,
-    attack_batch: int | None = None, log: Callable[[str], None] = print, clock: str = "wall",
+    attack_batch: int | None = None, log: Callable[[str], None] = print, clock: str = "wall", train_batch: int | None = None,
 ) -> Timings:
     """Time every training kind and the attack parts a study needs, on `device`.
 
     `attack_batch` (default: the study's attack batch size on a GPU, at most 64 images on a CPU)
     is the batch the attack and forward timings use; per-image costs are scaled from it.
+    `train_batch` (a CPU shortcut for slow models) times training at that batch and scales the
+    step time linearly to the study's batch size; None times the study's batch.
     """
     import torch
 
@@ -246,9 +253,17 @@ def measure(
     batch = attack_batch or (counts["attack_batch"] if dev.type == "cuda" else min(counts["attack_batch"], 64))
     _clock(clock, dev)
     timings = Timings(study_name, st["architecture"], str(dev), device_name(dev), timed_steps=steps, attack_batch=batch, clock=clock)
+    study_batch = st["train"]["batch_size"]
+    if train_batch is not None:
+        if train_batch < 1:
+            raise PipelineError(f"train batch {train_batch}: must be >= 1")
+        train_batch = min(train_batch, study_batch)
+        timings.train_batch = train_batch
     for kind, settings in sorted(representatives(config, study_name).items()):
         started = time.perf_counter()
-        timings.train_step_s[kind] = time_training(settings, dev, steps, warmup, clock)
+        if train_batch is not None:
+            settings = {**settings, "train": {**settings["train"], "batch_size": train_batch}}
+        timings.train_step_s[kind] = time_training(settings, dev, steps, warmup, clock) * study_batch / (train_batch or study_batch)
         log(f"  {study_name} {st['architecture']} train {kind}: {1e3 * timings.train_step_s[kind]:.1f} ms/iteration "
             f"(timed in {time.perf_counter() - started:.0f} s)")
     losses = sorted({a["loss"] for a in counts["whitebox"] + counts["blackbox"]} | {"xent", "cw"})
@@ -354,6 +369,7 @@ def summary_line(rows: list[dict[str, Any]], timings: Timings) -> str:
         f"(train {h(total['train_s']):.1f} h, evaluate {h(total['evaluate_s']):.1f} h, analysis {h(total['analyze_s']):.2f} h, "
         f"black-box sets {h(total['craft_s']):.2f} h, audit <= {h(total['audit_s']):.1f} h); "
         f"largest model {largest['model']} {largest['device_hours']:.1f} h; {timings.timed_steps} timed steps per kind, {timings.clock} clock"
+        + (f", training timed at batch {timings.train_batch} and scaled linearly" if timings.train_batch else "")
     )
 
 
@@ -403,3 +419,90 @@ def runtime_minutes(csv_path: str | Path, model: str, stage: str, default: int =
 def timings_dict(timings: Timings) -> dict[str, Any]:
     """The timings as plain JSON-ready data."""
     return asdict(timings)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser(default_config: str | None = None) -> argparse.ArgumentParser:
+    """Options of the projection command (benchmarks/project_cost.py and `python -m smoothsqueeze.projection`)."""
+    parser = argparse.ArgumentParser(description="Projected device-hours of a study on this machine's device, before launching it.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--study", nargs="+", required=True, help="studies of the config to project")
+    source = parser.add_mutually_exclusive_group(required=default_config is None)
+    source.add_argument("--config", default=default_config, help="config file (validated like the workflow's)")
+    source.add_argument("--config-json", default=None, help="the config as JSON text (e.g. the workflow's resolved config)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per kind of job")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed training iterations before the timed ones")
+    parser.add_argument("--attack-batch", type=int, default=None, help="images per timed attack batch (default: the study's on a GPU, <= 64 on a CPU)")
+    parser.add_argument("--train-batch", type=int, default=None,
+                        help="time training steps at this batch and scale linearly to the study's (a CPU shortcut; default: the study's batch)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a free GPU when present, else the CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (CPU device only; with --threads 1, core-seconds not inflated by other load)")
+    parser.add_argument("--out", required=True, help="CSV path (the summary line goes beside it, .txt); with several studies it must hold '{study}'")
+    parser.add_argument("--json", default=None, help="also write timings, rows and lines of every study to this JSON file")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> dict[str, Any]:
+    if args.config_json is not None:
+        try:
+            config = json.loads(args.config_json)
+        except json.JSONDecodeError as err:
+            raise PipelineError(f"--config-json is not valid JSON: {err}") from None
+        if not isinstance(config, dict):
+            raise PipelineError("--config-json must be a JSON object")
+        return validate_config(config)
+    return load_config(args.config)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Measure, project and write each study of `args`; print the largest rows and the summary line."""
+    if args.steps < 1 or args.warmup < 1:
+        raise PipelineError(f"--steps {args.steps} --warmup {args.warmup}: both must be >= 1")
+    if len(args.study) > 1 and "{study}" not in args.out:
+        raise PipelineError(f"--out {args.out!r}: with several studies it must hold '{{study}}'")
+    config = _load(args)
+    for name in args.study:
+        study_config(config, name)  # an unknown study: one line before anything is timed
+    import torch
+
+    from .device import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    print(f"# projecting {', '.join(args.study)} on {device_name(device)} ({device}), {args.steps} timed steps per kind, "
+          f"{args.clock} clock", flush=True)
+    report: dict[str, Any] = {}
+    for name in args.study:
+        timings = measure(config, name, device, steps=args.steps, warmup=args.warmup, attack_batch=args.attack_batch, clock=args.clock,
+                          train_batch=args.train_batch)
+        rows = project(config, name, timings)
+        out = Path(args.out.replace("{study}", name))
+        line = summary_line(rows, timings)
+        text = write_projection(rows, out, timings, line)
+        for row in sorted((r for r in rows if r["kind"] not in ("", CRAFT)), key=lambda r: -r["total_s"])[:5]:
+            print(f"  {row['model']:40s} {row['kind']:12s} k={row['k']:<8} {row['device_hours']:8.2f} h "
+                  f"(train {row['train_s'] / 3600:.2f} h, audit <= {row['audit_s'] / 3600:.2f} h)")
+        print(line, flush=True)
+        print(f"wrote {out} and {text}")
+        report[name] = {"timings": timings_dict(timings), "rows": rows, "line": line, "csv": str(out)}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def main(argv: list[str] | None = None, default_config: str | None = None) -> int:
+    """The projection command; a bad input is one line on stderr (exit 2)."""
+    from .cli_support import exit_status
+
+    args = build_parser(default_config).parse_args(argv)
+    return exit_status(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
