@@ -180,6 +180,7 @@ def real_training(device: torch.device, steps: int, work: Path, synthetic: bool)
         "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 50, "weight_decay": 0, "lr_milestones": [], "augmentation": "none",
                   "squeeze_norm": "batch", "init": "madry", "log_every": max(1, steps // 4), "checkpoint_every": 10**9},
     }
+    (work / "model").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     _, metrics = train_model(settings, data.to(device), work / "model", device, log=lambda line: say(f"    {line}"))
     seconds = time.perf_counter() - started
