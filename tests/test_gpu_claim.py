@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from smoothsqueeze import gpu_claim
-from smoothsqueeze.gpu_claim import DeviceBusyError, candidate_ids, claim_device
+from smoothsqueeze.errors import PipelineError
+from smoothsqueeze.gpu_claim import (
+    DeviceBusyError,
+    SlotsError,
+    candidate_ids,
+    claim_device,
+    job_slots_for,
+    resolve_job_slots,
+    slots_per_device,
+)
 
 #: Timeouts here only stop a hung test; they are no speed requirement (a loaded machine is slow).
 HANG_GUARD_S = 300
@@ -34,7 +43,7 @@ HOLDER = textwrap.dedent("""
 @pytest.fixture
 def lock_dir(tmp_path, monkeypatch) -> Path:
     for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", gpu_claim.LOCK_DIR_ENV,
-                gpu_claim.ON_BUSY_ENV):
+                gpu_claim.ON_BUSY_ENV, gpu_claim.SLOTS_ENV, gpu_claim.JOB_SLOTS_ENV):
         monkeypatch.delenv(var, raising=False)
     yield tmp_path / "locks"
     for claim in list(gpu_claim._HELD.values()):
@@ -122,11 +131,11 @@ def test_third_claimer_waits_until_a_device_is_released(lock_dir, holders):
     third = claim_device(3, lock_dir=lock_dir, on_busy="error")
     assert third == "cuda:2"
     timer = threading.Timer(0.5, second.stop)
+    t0 = time.monotonic()  # before the timer starts: the release comes >= 0.5 s after t0 however slow the machine
     timer.start()
-    t0 = time.monotonic()
     fourth = claim_device(3, lock_dir=lock_dir, on_busy="wait", timeout=HANG_GUARD_S, poll_interval=0.05)
     timer.join()
-    assert time.monotonic() - t0 >= 0.4  # it did wait for the release (the timer fires 0.5 s after it started)
+    assert time.monotonic() - t0 >= 0.5  # it did wait for the release (no upper bound: a loaded machine is slow)
     assert fourth == held_by_second
 
 
@@ -215,3 +224,151 @@ def test_lock_dir_from_environment_and_slurm_jobs_are_separate(lock_dir, monkeyp
     monkeypatch.setenv("SLURM_JOB_ID", "102")
     b = claim_device(1, on_busy="error")
     assert a == b == "cuda:0" and a.lock_path != b.lock_path
+
+
+# ---------------------------------------------------------------- slots: several jobs per GPU
+
+
+def test_slots_per_device_environment_wins_over_the_setting(lock_dir, monkeypatch):
+    assert slots_per_device() == 1
+    assert slots_per_device(4) == 4
+    monkeypatch.setenv(gpu_claim.SLOTS_ENV, "2")
+    assert slots_per_device(4) == 2
+    monkeypatch.setenv(gpu_claim.SLOTS_ENV, "")
+    assert slots_per_device(3) == 3  # an empty variable counts as unset
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv(gpu_claim.SLOTS_ENV, bad)
+        with pytest.raises(SlotsError, match=gpu_claim.SLOTS_ENV) as err:
+            slots_per_device(4)
+        assert "\n" not in str(err.value) and isinstance(err.value, PipelineError)
+    monkeypatch.delenv(gpu_claim.SLOTS_ENV)
+    for bad in (0, -2, True, "x"):
+        with pytest.raises(SlotsError, match="gpu_slots"):
+            slots_per_device(bad)
+    with pytest.raises(SlotsError):
+        claim_device(2, lock_dir=lock_dir, slots=0)
+
+
+def test_job_slots_all_and_capped_at_the_device(monkeypatch):
+    assert resolve_job_slots(None, 4) == 1
+    assert resolve_job_slots("all", 4) == 4
+    assert resolve_job_slots("ALL", 1) == 1
+    assert resolve_job_slots(2, 4) == 2
+    assert resolve_job_slots(8, 4) == 4  # more than a card has: the whole card
+    monkeypatch.setenv(gpu_claim.JOB_SLOTS_ENV, "all")
+    assert resolve_job_slots(None, 3) == 3
+    monkeypatch.setenv(gpu_claim.JOB_SLOTS_ENV, "0")
+    with pytest.raises(SlotsError, match=gpu_claim.JOB_SLOTS_ENV):
+        resolve_job_slots(None, 3)
+    assert job_slots_for("wide_resnet") == "all"
+    assert job_slots_for("madry_cnn") == 1 and job_slots_for("resnet_small") == 1
+
+
+def test_four_jobs_per_card_on_two_cards(lock_dir):
+    claims = [claim_device(2, lock_dir=lock_dir, slots=4, on_busy="error") for _ in range(8)]
+    assert [str(c) for c in claims[:2]] == ["cuda:0", "cuda:1"]  # one-slot jobs spread over the cards
+    assert sorted(str(c) for c in claims) == ["cuda:0"] * 4 + ["cuda:1"] * 4
+    for device in ("cuda:0", "cuda:1"):  # each card's four slots, each held once
+        held = sorted(c.slots[0] for c in claims if c == device)
+        assert held == [0, 1, 2, 3]
+    assert len({c.lock_path for c in claims}) == 8 and all(len(c.lock_paths) == 1 for c in claims)
+    # slot exhaustion: a ninth job finds no free slot
+    assert claim_device(2, lock_dir=lock_dir, slots=4, on_busy="cpu") == "cpu"
+    with pytest.raises(DeviceBusyError, match="1 of 4 slots"):
+        claim_device(2, lock_dir=lock_dir, slots=4, on_busy="error")
+    # release: the freed slot (and only it) is taken again
+    freed = next(c for c in claims if c == "cuda:1" and c.slots == (2,))
+    freed.release()
+    assert not freed.held
+    again = claim_device(2, lock_dir=lock_dir, slots=4, on_busy="error")
+    assert again == "cuda:1" and again.slots == (2,) and again.lock_path == freed.lock_path
+    assert claim_device(2, lock_dir=lock_dir, slots=4, on_busy="cpu") == "cpu"
+
+
+def test_one_slot_jobs_go_to_the_card_with_most_free_slots(lock_dir):
+    first = [claim_device(2, lock_dir=lock_dir, slots=3, on_busy="error") for _ in range(4)]
+    assert sorted(str(c) for c in first) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    for claim in first:
+        if claim == "cuda:0":
+            claim.release()
+    # cuda:0 now has 3 free slots, cuda:1 one: the next two jobs go to cuda:0
+    assert claim_device(2, lock_dir=lock_dir, slots=3, on_busy="error") == "cuda:0"
+    assert claim_device(2, lock_dir=lock_dir, slots=3, on_busy="error") == "cuda:0"
+
+
+def test_whole_device_job_keeps_a_card_to_itself(lock_dir):
+    small = claim_device(2, lock_dir=lock_dir, slots=4, on_busy="error")
+    assert small == "cuda:0"
+    wide = claim_device(2, lock_dir=lock_dir, slots=4, job_slots="all", on_busy="error")
+    assert wide == "cuda:1" and wide.slots == (0, 1, 2, 3) and len(wide.lock_paths) == 4
+    # a second whole-card job finds no empty card; one-slot jobs fill cuda:0 only
+    with pytest.raises(DeviceBusyError, match="4 of 4 slots"):
+        claim_device(2, lock_dir=lock_dir, slots=4, job_slots="all", on_busy="error")
+    others = [claim_device(2, lock_dir=lock_dir, slots=4, on_busy="error") for _ in range(3)]
+    assert all(c == "cuda:0" for c in others)
+    assert claim_device(2, lock_dir=lock_dir, slots=4, on_busy="cpu") == "cpu"
+    wide.release()
+    assert claim_device(2, lock_dir=lock_dir, slots=4, on_busy="error") == "cuda:1"
+    # a partial claim (2 slots) needs two free slots on one card: cuda:1 has 3
+    pair = claim_device(2, lock_dir=lock_dir, slots=4, job_slots=2, on_busy="error")
+    assert pair == "cuda:1" and len(pair.slots) == 2
+    with pytest.raises(DeviceBusyError):
+        claim_device(2, lock_dir=lock_dir, slots=4, job_slots=2, on_busy="error")
+
+
+def test_whole_device_waits_for_every_slot_and_env_sets_the_job_size(lock_dir, monkeypatch):
+    monkeypatch.setenv(gpu_claim.SLOTS_ENV, "2")
+    monkeypatch.setenv(gpu_claim.JOB_SLOTS_ENV, "all")
+    small = claim_device(1, lock_dir=lock_dir, job_slots=1, on_busy="error")
+    assert small == "cuda:0" and small.slots == (0,)
+    with pytest.raises(DeviceBusyError):  # the environment's "all": one held slot is enough to wait
+        claim_device(1, lock_dir=lock_dir, timeout=0.2, poll_interval=0.05)
+    small.release()
+    whole = claim_device(1, lock_dir=lock_dir, on_busy="error")
+    assert whole.slots == (0, 1)
+
+
+def test_one_slot_setting_and_whole_device_claims_exclude_each_other(lock_dir):
+    # a job run with slots = 1 holds slot 0's file, the one-slot scheme's name
+    single = claim_device(1, lock_dir=lock_dir, slots=1, on_busy="error")
+    assert single.lock_path.name.endswith("-0.lock")
+    with pytest.raises(DeviceBusyError):
+        claim_device(1, lock_dir=lock_dir, slots=4, job_slots="all", on_busy="error")
+    single.release()
+    whole = claim_device(1, lock_dir=lock_dir, slots=4, job_slots="all", on_busy="error")
+    assert whole.lock_path.name.endswith("-0.lock") and whole.lock_paths[3].name.endswith("-0.slot3.lock")
+    assert claim_device(1, lock_dir=lock_dir, slots=1, on_busy="cpu") == "cpu"
+
+
+@pytest.mark.slow
+def test_slots_are_shared_between_processes_and_freed_by_sigkill(lock_dir, holders):
+    env = {gpu_claim.SLOTS_ENV: "2"}
+    first, second = holders(1, lock_dir, env=env), holders(1, lock_dir, env=env)
+    assert first.read_device() == second.read_device() == "cuda:0"  # two jobs share the one card
+    with pytest.raises(DeviceBusyError):
+        claim_device(1, lock_dir=lock_dir, slots=2, on_busy="error")
+    os.kill(second.proc.pid, signal.SIGKILL)
+    assert second.proc.wait(timeout=HANG_GUARD_S) == -signal.SIGKILL
+    mine = claim_device(1, lock_dir=lock_dir, slots=2, on_busy="error")
+    assert mine == "cuda:0" and mine.held
+    mine.release()
+    # a whole-card holder in another process: killed, it frees every slot at once
+    first.stop()
+    wide = holders(1, lock_dir, env={**env, gpu_claim.JOB_SLOTS_ENV: "all"})
+    assert wide.read_device() == "cuda:0"
+    assert claim_device(1, lock_dir=lock_dir, slots=2, on_busy="cpu") == "cpu"
+    os.kill(wide.proc.pid, signal.SIGKILL)
+    wide.proc.wait(timeout=HANG_GUARD_S)
+    assert claim_device(1, lock_dir=lock_dir, slots=2, job_slots="all", on_busy="error").slots == (0, 1)
+
+
+def test_slots_follow_cuda_visible_devices(lock_dir, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,2")
+    whole = claim_device(2, lock_dir=lock_dir, slots=2, job_slots="all", on_busy="error")
+    assert whole == "cuda:0" and [p.name.split("-")[-1] for p in whole.lock_paths] == ["3.lock", "3.slot1.lock"]
+    # another shell that sees only physical GPU 3 finds both of its slots taken
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert claim_device(1, lock_dir=lock_dir, slots=2, on_busy="cpu") == "cpu"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    part = claim_device(2, lock_dir=lock_dir, slots=2, on_busy="error")
+    assert part == "cuda:0" and part.lock_path.name.endswith("-2.lock")  # physical GPU 2 is this shell's cuda:0
