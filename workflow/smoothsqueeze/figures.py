@@ -82,7 +82,7 @@ FIGURES: dict[str, tuple[str, str, tuple[Role, ...]]] = {
 }
 FORMATS = ("png", "pdf")
 #: Bump when the figures change (the rule passes it, so Snakemake redraws them).
-VERSION = "2"  # 2: Eq. 4 histograms over every wrong class
+VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
 
 
 # ---------------------------------------------------------------- selection (no plotting libraries)
@@ -205,14 +205,121 @@ def labels(models: list[str], entries: dict[str, dict[str, Any]], units: float) 
     return {mid: label(entries[mid], units, with_k=counts[plain[mid]] > 1) for mid in models}
 
 
-# ---------------------------------------------------------------- plotting
+class CaptionSelection(dict):  # type: ignore[type-arg]
+    """The per-figure caption texts, a dict whose str() is one short line.
+
+    Snakemake's report prints every job parameter with str() in each figure's info panel, while
+    rerun triggers compare repr(); so the captions index the full texts, the panel shows a line.
+    """
+
+    def __str__(self) -> str:
+        return f"per-figure model lists for the captions ({len(self)} figures)"
+
+
+def caption_selection(entries: dict[str, dict[str, Any]], units: float = 1.0) -> CaptionSelection:
+    """Per figure: the models shown, the same with their parameters, and the roles missing (caption text)."""
+    chosen, texts = select(entries, units), shown(entries, units)
+    return CaptionSelection(
+        {
+            name: {
+                "models": ", ".join(sel["models"]) or "none",
+                "shown": "; ".join(texts[name]) or "none",
+                "missing": "; ".join(sel["missing"]) or "none",
+            }
+            for name, sel in chosen.items()
+        }
+    )
+
+
+# ---------------------------------------------------------------- styles: one colour and marker per model kind
+
+
+@dataclass(frozen=True)
+class Look:
+    """Colour and marker of one model kind, the same in every figure."""
+
+    color: str
+    marker: str
+
+
+#: One colour (Okabe-Ito, colour-blind safe) and one marker per model kind (`kind(...)`), for every figure.
+KIND_LOOKS: dict[str, Look] = {
+    "natural": Look("#000000", "o"),
+    "adv": Look("#D55E00", "s"),
+    "noise": Look("#56B4E9", "^"),
+    "ls": Look("#E69F00", "D"),
+    "ls_noise": Look("#009E73", "v"),
+    "lsq": Look("#CC79A7", "P"),
+    "lsq_noise": Look("#0072B2", "X"),
+}
+#: Any kind not above (combinations the paper has no role for).
+OTHER_LOOK = Look("#7F7F7F", "*")
+#: Models of one kind in one figure differ by line style, in the order the figure lists them.
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one model is drawn in one figure: its kind's look plus a line style."""
+
+    color: str
+    marker: str
+    linestyle: str | tuple[float, tuple[float, ...]]  # a name or matplotlib's (offset, dashes)
+
+
+def look(entry: dict[str, Any]) -> Look:
+    """The colour and marker of a grid entry's model kind."""
+    return KIND_LOOKS.get(kind(entry), OTHER_LOOK)
+
+
+def styles(models: list[str], entries: dict[str, dict[str, Any]]) -> dict[str, Style]:
+    """Per model: its kind's colour and marker; the n-th model of a kind in this figure gets the n-th line style."""
+    seen: dict[str, int] = {}
+    out = {}
+    for mid in models:
+        k = kind(entries[mid])
+        n = seen.get(k, 0)
+        seen[k] = n + 1
+        base = look(entries[mid])
+        out[mid] = Style(base.color, base.marker, LINESTYLES[n % len(LINESTYLES)])
+    return out
+
+
+#: Print sizes (inches): a column of a two-column paper and the full text width.
+COLUMN_WIDTH, FULL_WIDTH = 3.3, 6.75
+#: Matplotlib settings of every figure: 7-9 pt text at print size, TrueType (Type 42) fonts in PDF/PS.
+RC: dict[str, Any] = {
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "font.family": "DejaVu Sans",
+    "mathtext.fontset": "dejavusans",
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "figure.titlesize": 9,
+    "lines.linewidth": 1.1,
+    "lines.markersize": 4,
+    "axes.linewidth": 0.6,
+    "grid.linewidth": 0.4,
+    "legend.frameon": False,
+    "legend.handlelength": 2.6,
+}
+#: Footer text size (pt).
+NOTE_SIZE = 7
+
+
+# ---------------------------------------------------------------- inputs
 
 
 #: The Eq. 4 panels: (N, C-1) arrays, one entry per image and wrong class j (the paper's histograms).
 EQ4_PANELS = (
     ("logit_gap_all", "logit gap  z_y − z_j"),
     ("grad_gap_all", "gradient gap  ‖∇z_y − ∇z_j‖₁"),
-    ("eps_l_all", "ε_L (Eq. 4)  (z_y − z_j) / ‖∇z_y − ∇z_j‖₁"),
+    ("eps_l_all", "ε_L (Eq. 4) = logit gap / gradient gap"),
     ("cos_all", "cos(∇z_y, ∇z_j)"),
 )
 #: What the figures read from each analysis .npz.
@@ -221,7 +328,7 @@ ANALYSIS_KEYS = (*(key for key, _ in EQ4_PANELS), "grad_norm_y", "z_y", "feature
 
 @dataclass
 class StudyData:
-    """What the figures read: per model its entry, analysis arrays, summary and training history."""
+    """What the figures read: per model its entry, analysis arrays, summary, training history and measured attacks."""
 
     study: str
     eps: float
@@ -230,123 +337,383 @@ class StudyData:
     analysis: dict[str, dict[str, np.ndarray]]
     summary: dict[str, dict[str, Any]]
     history: dict[str, list[dict[str, float]]]
+    #: model -> {"pgd", "pgd_name", "pgd_n", "autoattack", "autoattack_n"} (None where not measured).
+    measured: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def measured(record: dict[str, Any] | None, audit: dict[str, Any] | None) -> dict[str, Any]:
+    """The measured robust accuracies of one model: the strongest white-box PGD of its evaluation
+    record (lowest accuracy over its PGD attacks) and AutoAttack from its audit record; None where absent."""
+    out: dict[str, Any] = {"pgd": None, "pgd_name": None, "pgd_n": None, "autoattack": None, "autoattack_n": None}
+    if record:
+        attacks = record.get("attacks", {}).get("whitebox", {})
+        found = [
+            (record["accuracy"][f"whitebox_{name}"], spec.get("steps"))
+            for name, spec in attacks.items()
+            if spec.get("method") == "pgd" and record.get("accuracy", {}).get(f"whitebox_{name}") is not None
+        ]
+        if found:
+            value, steps = min(found, key=lambda pair: pair[0])
+            out.update(pgd=float(value), pgd_name=f"PGD-{steps}" if steps else "PGD", pgd_n=record.get("n_test"))
+    if audit and audit.get("accuracy", {}).get("autoattack") is not None:
+        out.update(autoattack=float(audit["accuracy"]["autoattack"]), autoattack_n=audit.get("n"))
+    return out
 
 
 def load_study(spec: dict[str, Any]) -> StudyData:
-    entries, analysis, summary, history = {}, {}, {}, {}
+    """Read every model's artifacts; a model's 'record' (evaluation) and 'audit' paths are optional."""
+    entries, analysis, summary, history, measures = {}, {}, {}, {}, {}
     for model in spec["models"]:
         mid = model["model_id"]
-        entries[mid] = model["entry"]
         analysis[mid] = read_npz(model["analysis"], required=ANALYSIS_KEYS)
         summary[mid] = read_json(model["summary"])
+        entries[mid] = model.get("entry") or summary[mid]["entry"]
         metrics = read_json(model["metrics"])
         if not isinstance(metrics, dict) or not isinstance(metrics.get("history"), list):
             raise PipelineError(f"{model['metrics']}: no training 'history' list; delete it and retrain")
         history[mid] = metrics["history"]
-    return StudyData(spec["study"], float(spec["eps"]), float(spec.get("pixel_units", 1)), entries, analysis, summary, history)
+        record = read_json(model["record"]) if model.get("record") else None
+        audit = read_json(model["audit"]) if model.get("audit") else None
+        for path, rec in ((model.get("record"), record), (model.get("audit"), audit)):
+            if rec is not None and rec.get("model_id", mid) != mid:
+                raise PipelineError(f"{path}: holds model {rec.get('model_id')!r}, expected {mid!r}")
+        measures[mid] = measured(record, audit)
+    return StudyData(spec["study"], float(spec["eps"]), float(spec.get("pixel_units", 1)), entries, analysis, summary, history, measures)
 
 
-def _clip_range(values: list[np.ndarray], low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
-    """Common histogram range: the pooled 0.5th-99.5th percentiles of the finite values."""
-    pooled = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+def models_from_files(
+    summaries: list[str], analysis: list[str], metrics: list[str], records: list[str] | None = None, audits: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The spec's `models` list from per-model file lists in one order (model id and grid entry come from the summaries)."""
+    lists = {"analysis": analysis, "metrics": metrics, "record": records or [], "audit": audits or []}
+    for name, paths in lists.items():
+        if paths and len(paths) != len(summaries):
+            raise PipelineError(f"{len(paths)} {name} files for {len(summaries)} analysis summaries; pass one per model, in the same order")
+    models = []
+    for i, path in enumerate(summaries):
+        info = read_json(path)
+        if not isinstance(info, dict) or "model_id" not in info or "entry" not in info:
+            raise PipelineError(f"{path}: not an analysis summary (no model_id / entry); delete it and rerun")
+        model = {"model_id": info["model_id"], "entry": info["entry"], "summary": path}
+        model.update({name: paths[i] for name, paths in lists.items() if paths})
+        models.append(model)
+    return models
+
+
+# ---------------------------------------------------------------- histograms: log axes where models differ in scale
+
+
+@dataclass(frozen=True)
+class Binning:
+    """Histogram bins over [lo, hi] on a linear, log or symlog axis; values beyond fall in marked overflow bins."""
+
+    edges: np.ndarray
+    scale: str  # linear | log | symlog
+    linthresh: float = 1.0
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The axis coordinate (bins are even in it)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.scale == "log":
+            return np.log10(x)
+        if self.scale == "symlog":
+            a = np.abs(x)
+            return np.sign(x) * np.where(a <= self.linthresh, a / self.linthresh, 1 + np.log10(np.maximum(a, self.linthresh) / self.linthresh))
+        return x
+
+    def inverse(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        if self.scale == "log":
+            return 10.0**t
+        if self.scale == "symlog":
+            a = np.abs(t)
+            return np.sign(t) * self.linthresh * np.where(a <= 1, a, 10.0 ** (a - 1))
+        return t
+
+    def axis_note(self) -> str:
+        return {"linear": "", "log": "  (log axis)", "symlog": f"  (symlog axis, linear in ±{self.linthresh:.2g})"}[self.scale]
+
+
+def binning(values: list[np.ndarray], bins: int = 50, low: float = 0.5, high: float = 99.5) -> Binning:
+    """Common bins: range = pooled low-high percentiles; log (all positive) or symlog (signed) when the
+    models' typical magnitudes (median |value|) differ more than tenfold, so no model collapses into one bin."""
+    finite = [v[np.isfinite(v)] for v in values]
+    pooled = np.concatenate(finite) if finite else np.zeros(0)
     if pooled.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(pooled, [low, high])
-    return (float(lo), float(hi)) if hi > lo else (float(lo) - 0.5, float(lo) + 0.5)
+        return Binning(np.linspace(0.0, 1.0, bins + 1), "linear")
+    lo, hi = (float(p) for p in np.percentile(pooled, [low, high]))
+    medians = [float(np.median(np.abs(v))) for v in finite if v.size]
+    positive = [m for m in medians if m > 0]
+    spread = max(positive) / min(positive) if positive else 1.0
+    if hi <= lo:
+        return Binning(np.linspace(lo - 0.5, lo + 0.5, bins + 1), "linear")
+    if lo > 0 and (spread > 10 or hi / lo > 1000):
+        return Binning(np.geomspace(lo, hi, bins + 1), "log")
+    if spread > 10 and positive:
+        b = Binning(np.zeros(0), "symlog", linthresh=min(positive) / 3)
+        return Binning(b.inverse(np.linspace(b.forward(np.array(lo)), b.forward(np.array(hi)), bins + 1)), "symlog", b.linthresh)
+    return Binning(np.linspace(lo, hi, bins + 1), "linear")
 
 
-def _histograms(ax, data: StudyData, models: list[str], key: str, names: dict[str, str], colors: dict[str, Any], bins: int = 50) -> None:  # type: ignore[no-untyped-def]
-    """Step histograms of `key` per model; an (N, C-1) array counts every entry (image × wrong class)."""
+def bin_counts(values: np.ndarray, b: Binning) -> tuple[np.ndarray, int, int]:
+    """(counts per bin, entries below the range, entries above it) of the finite values; nothing is lost."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    lo, hi = float(b.edges[0]), float(b.edges[-1])
+    counts, _ = np.histogram(v[(v >= lo) & (v <= hi)], bins=b.edges)
+    return counts, int(np.sum(v < lo)), int(np.sum(v > hi))
+
+
+def _set_scale(ax, b: Binning) -> None:  # type: ignore[no-untyped-def]
+    if b.scale == "log":
+        ax.set_xscale("log")
+    elif b.scale == "symlog":
+        ax.set_xscale("symlog", linthresh=b.linthresh, linscale=0.9)  # 0.9: the linear part spans one decade, as in Binning
+
+
+def _histograms(ax, data: StudyData, models: list[str], key: str, names: dict[str, str], looks: dict[str, Style], bins: int = 50) -> Binning:  # type: ignore[no-untyped-def]
+    """Step histograms of `key` per model; an (N, C-1) array counts every entry (image × wrong class).
+
+    Values beyond the common range are not piled into the edge bins: they are counted in overflow
+    bins outside the range, drawn as hollow markers on a grey band labelled 'clipped'.
+    """
     arrays = [data.analysis[m][key] for m in models]
     values = [a.astype(np.float64).ravel() for a in arrays]
-    lo, hi = _clip_range(values)
-    edges = np.linspace(lo, hi, bins + 1)
+    b = binning(values, bins)
+    _set_scale(ax, b)
+    lo, hi = float(b.edges[0]), float(b.edges[-1])
+    t_lo, t_hi = b.forward(np.array(lo)), b.forward(np.array(hi))
+    width = 2.5 * (t_hi - t_lo) / bins
+    under_x, over_x = float(b.inverse(t_lo - width / 2)), float(b.inverse(t_hi + width / 2))
+    outside = {"under": False, "over": False}
     for mid, v in zip(models, values):
-        ax.hist(np.clip(v[np.isfinite(v)], lo, hi), bins=edges, histtype="step", linewidth=1.6, color=colors[mid], label=names[mid])
+        counts, n_under, n_over = bin_counts(v, b)
+        st = looks[mid]
+        ax.stairs(counts, b.edges, color=st.color, linestyle=st.linestyle, linewidth=1.1, label=names[mid])
+        for side, n, x in (("under", n_under, under_x), ("over", n_over, over_x)):
+            if n:
+                outside[side] = True
+                ax.plot([x], [n], linestyle="none", marker=st.marker, markersize=4, markerfacecolor="none", markeredgecolor=st.color, clip_on=False)
+    for side, edge, far in (("under", lo, float(b.inverse(t_lo - width))), ("over", hi, float(b.inverse(t_hi + width)))):
+        if outside[side]:
+            ax.axvspan(min(edge, far), max(edge, far), color="0.88", linewidth=0, zorder=0)
+            ax.text(0.0 if side == "under" else 1.0, 1.0, "◀ below range" if side == "under" else "above range ▶", transform=ax.transAxes,
+                    ha="left" if side == "under" else "right", va="bottom", fontsize=6, color="0.35")
+    left = float(b.inverse(t_lo - width)) if outside["under"] else lo
+    right = float(b.inverse(t_hi + width)) if outside["over"] else hi
+    ax.set_xlim(left, right)
     ax.set_ylabel("test images × wrong classes" if any(a.ndim == 2 for a in arrays) else "test images")
+    return b
 
 
-def _note(fig, data: StudyData, name: str, selection: dict[str, list[str]]) -> None:  # type: ignore[no-untyped-def]
-    paper = FIGURES[name][0]
-    text = f"study {data.study}" + (f" · paper {paper}" if paper else " · not a figure of the paper")
-    if selection["missing"]:
-        text += " · not in this study: " + "; ".join(selection["missing"])
-    fig.text(0.01, 0.005, text, fontsize=7, ha="left", va="bottom", wrap=True)
+# ---------------------------------------------------------------- legends and the paper's statements
 
 
-def plot_eq4(fig, data: StudyData, models: list[str], names: dict[str, str], colors: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    axes = fig.subplots(2, 2).ravel()
-    for ax, (key, title) in zip(axes, EQ4_PANELS):
-        _histograms(ax, data, models, key, names, colors)
-        ax.set_xlabel(title + (f"  (per {_num(1, data.units)} pixel unit)" if key == "grad_gap_all" and data.units != 1 else ""))
-        if key == "eps_l_all":
-            ax.axvline(data.eps, color="black", linestyle="--", linewidth=1, label=f"ε = {_num(data.eps, data.units)}")
-    shape = data.analysis[models[0]]["eps_l_all"].shape
-    fig.suptitle(
-        f"Eq. 4 over all wrong classes j ≠ y: {shape[1]} entries per test image ({shape[0]} images, {shape[0] * shape[1]} entries per model)",
-        fontsize=9, y=0.995,
-    )
-    handles = [
-        _line(colors[m], f"{names[m]}  (Eq. 4 predicted robust {data.summary[m]['predicted_robust_accuracy']:.1f}%)") for m in models
-    ] + [_line("black", f"attack ε = {_num(data.eps, data.units)}  (robust: correct and ε < ε_L of every wrong class)", "--")]
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.975), ncol=2, fontsize=8, frameon=False)
-    fig.subplots_adjust(top=0.86, bottom=0.1, hspace=0.35, wspace=0.25)
+def robust_text(data: StudyData, mid: str, predicted: bool = True) -> str:
+    """'Eq. 4 66.7% · PGD-40 4.7% · AA 0.8%': the prediction next to what the attacks measured."""
+    m = data.measured.get(mid, {})
+    parts = [f"Eq. 4 {data.summary[mid]['predicted_robust_accuracy']:.1f}%"] if predicted else []
+    if m.get("pgd") is not None:
+        parts.append(f"{m['pgd_name']} {m['pgd']:.1f}%")
+    if m.get("autoattack") is not None:
+        n_eq4 = data.summary[mid].get("n_test")
+        suffix = f" (n={m['autoattack_n']})" if m.get("autoattack_n") and n_eq4 and m["autoattack_n"] != n_eq4 else ""
+        parts.append(f"AA {m['autoattack']:.1f}%{suffix}")
+    return " · ".join(parts)
 
 
-def _line(color: Any, text: str, style: str = "-"):  # type: ignore[no-untyped-def]
+def _noise_pp(p1: float, p2: float, n: int) -> float:
+    """Two standard errors of a difference of two accuracies (pp) on n examples each; at least one example."""
+    p = (p1 + p2) / 200
+    return max(200 * math.sqrt(2 * p * (1 - p) / n), 100 / n) if n else 0.0
+
+
+def _metrics(data: StudyData, mid: str) -> dict[str, tuple[float, int]]:
+    """Robust accuracy by method: Eq. 4 prediction, measured PGD and AutoAttack, each with its n."""
+    m = data.measured.get(mid, {})
+    out = {"Eq. 4": (float(data.summary[mid]["predicted_robust_accuracy"]), int(data.summary[mid].get("n_test") or 0))}
+    if m.get("pgd") is not None:
+        out[m["pgd_name"]] = (m["pgd"], int(m.get("pgd_n") or out["Eq. 4"][1]))
+    if m.get("autoattack") is not None:
+        out["AA"] = (m["autoattack"], int(m.get("autoattack_n") or out["Eq. 4"][1]))
+    return out
+
+
+def verdict_label_smoothing(data: StudyData, models: list[str]) -> str | None:
+    """Figure 3: the paper says label smoothing alone (slightly) worsens robustness; compare LS alone with natural."""
+    ls = next((m for m in models if kind(data.entries[m]) == "ls"), None)
+    nat = next((m for m in models if kind(data.entries[m]) == "natural"), None)
+    if ls is None or nat is None:
+        return None
+    a, b = _metrics(data, ls), _metrics(data, nat)
+    parts, higher, lower = [], [], []
+    for name in a:
+        if name not in b:
+            continue
+        (x, n), (y, _n) = a[name], b[name]
+        noise = _noise_pp(x, y, n)
+        word = "higher" if x - y > noise else "lower" if y - x > noise else f"same within ±{noise:.1f} pp"
+        (higher if word == "higher" else lower if word == "lower" else []).append(name)
+        parts.append(f"{name} {x:.1f}% vs {y:.1f}% ({word})")
+    if higher:
+        end = f"disagrees with the paper: label smoothing alone is more robust than natural training by {', '.join(higher)}"
+    elif lower:
+        end = f"agrees with the paper by {', '.join(lower)}"
+    else:
+        end = "shows no difference beyond sampling noise"
+    return (f"Paper: label smoothing alone slightly worsens robustness. This study ({label(data.entries[ls], data.units)} vs natural): "
+            + "; ".join(parts) + f". It {end}.")
+
+
+#: The paper's Figure 8 statement: regularisers with noise (and adversarial training) deactivate about 400 of 1024 neurons.
+PAPER_INACTIVE, PAPER_FEATURES = 400, 1024
+
+
+def inactive(data: StudyData, mid: str) -> tuple[int, int]:
+    """(inactive, total) penultimate neurons: a neuron is inactive when its |activation| sums to 0 over the test set."""
+    sums = np.asarray(data.analysis[mid]["feature_abs_sum"])
+    return int(np.sum(sums == 0)), int(sums.size)
+
+
+def verdict_inactive(data: StudyData, models: list[str]) -> str | None:
+    """Figure 8: the paper says LS + noise and LSQ + noise switch off about 400 of 1024 neurons, as adversarial training does."""
+    regs = [m for m in models if kind(data.entries[m]) in ("ls_noise", "lsq_noise")]
+    if not regs:
+        return None
+    share = PAPER_INACTIVE / PAPER_FEATURES
+    counts = {m: inactive(data, m) for m in models}
+    listed = "; ".join(f"{label(data.entries[m], data.units)} {i}/{n}" for m, (i, n) in counts.items())
+    fractions = [counts[m][0] / counts[m][1] for m in regs if counts[m][1]]
+    if all(f < share / 2 for f in fractions):
+        end = f"disagrees: the regularisers with noise leave at most {max(fractions):.0%} inactive, under half the paper's share"
+    elif all(share / 2 <= f <= share * 2 for f in fractions):
+        end = "agrees within a factor of two"
+    else:
+        end = "agrees for some regularisers only"
+    return f"Paper: label smoothing or logit squeezing with noise deactivate about {PAPER_INACTIVE} of {PAPER_FEATURES} neurons ({share:.0%}). Inactive here: {listed}. The study {end}."
+
+
+VERDICTS: dict[str, Callable[[StudyData, list[str]], str | None]] = {
+    "fig3_eq4_label_smoothing": verdict_label_smoothing,
+    "fig8_activations_penultimate": verdict_inactive,
+}
+
+
+# ---------------------------------------------------------------- plotting
+
+
+def _proxy(st: Style, text: str, marker: bool = False):  # type: ignore[no-untyped-def]
     from matplotlib.lines import Line2D
 
-    return Line2D([0], [0], color=color, linestyle=style, linewidth=1.6, label=text)
+    return Line2D([0], [0], color=st.color, linestyle=st.linestyle, marker=st.marker if marker else None, markersize=4, linewidth=1.1, label=text)
+
+
+def _bottom(fig, pad_pt: float = 3.0) -> float:  # type: ignore[no-untyped-def]
+    """Just below the lowest thing the figure draws so far, in figure coordinates (negative: below the canvas)."""
+    fig.canvas.draw()  # runs the layout engine
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    return float((box.y0 - pad_pt / 72) / fig.get_figheight())
+
+
+def _fit_legends(fig) -> None:  # type: ignore[no-untyped-def]
+    """A legend wider than the figure (long labels) goes to one column, so the print width holds."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for legend in fig.legends:
+        if legend.get_window_extent(renderer).width > fig.bbox.width and legend._ncols > 1:
+            legend.set_ncols(1)
+
+
+def _legend_below(fig, handles: list[Any], ncol: int = 1, title: str | None = None):  # type: ignore[no-untyped-def]
+    """A figure legend under the axes, clear of them: the saved (tight) figure grows to hold it; it covers no data."""
+    return fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, _bottom(fig)), ncol=ncol, title=title)
+
+
+def plot_eq4(fig, data: StudyData, models: list[str], names: dict[str, str], looks: dict[str, Style]) -> None:  # type: ignore[no-untyped-def]
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (key, title) in zip(axes, EQ4_PANELS):
+        b = _histograms(ax, data, models, key, names, looks)
+        unit = f", per {_num(1, data.units)} pixel unit" if key == "grad_gap_all" and data.units != 1 else ""
+        ax.set_xlabel(title + unit + b.axis_note())
+        if key == "eps_l_all":
+            ax.axvline(data.eps, color="0.3", linestyle=(0, (1, 1)), linewidth=1)
+    shape = data.analysis[models[0]]["eps_l_all"].shape
+    title = (f"Eq. 4 over all wrong classes j ≠ y: {shape[1]} entries per test image, {shape[0]} images\n"
+             "robust accuracy: Eq. 4 predicted · measured white-box PGD · AutoAttack (AA)")
+    handles = [_proxy(looks[m], f"{names[m]}: {robust_text(data, m)}") for m in models]
+    handles.append(_proxy(Style("0.3", "", (0, (1, 1))), f"attack ε = {_num(data.eps, data.units)} (robust: correct, ε < ε_L of every j)"))
+    fig.legend(handles=handles, loc="outside upper center", ncol=2, title=title)
 
 
 def plot_single_hist(key: str, xlabel: str) -> Callable[..., None]:
-    def plot(fig, data: StudyData, models: list[str], names: dict[str, str], colors: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    def plot(fig, data: StudyData, models: list[str], names: dict[str, str], looks: dict[str, Style]) -> None:  # type: ignore[no-untyped-def]
         ax = fig.subplots()
-        _histograms(ax, data, models, key, names, colors)
-        ax.set_xlabel(xlabel)
-        ax.legend(fontsize=8, frameon=False)
-        fig.subplots_adjust(bottom=0.15)
+        b = _histograms(ax, data, models, key, names, looks)
+        ax.set_xlabel(xlabel + b.axis_note())
+        _legend_below(fig, [_proxy(looks[m], names[m]) for m in models])
 
     return plot
 
 
-def plot_features(fig, data: StudyData, models: list[str], names: dict[str, str], colors: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    ax = fig.subplots()
-    for mid in models:
-        sums = np.sort(data.analysis[mid]["feature_abs_sum"])[::-1]
-        inactive = int(np.sum(sums == 0))
-        ax.plot(np.arange(1, len(sums) + 1), sums, color=colors[mid], linewidth=1.6, label=f"{names[mid]}  ({inactive} inactive)")
-    ax.set_xlabel("penultimate-layer neuron (sorted by activation sum)")
-    ax.set_ylabel("Σ |activation| over the test set")
-    ax.legend(fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.15)
+def _markevery(n_points: int, index: int, count: int) -> tuple[int, int]:
+    """Markers every ~n/6 points, offset per curve so curves' markers do not coincide."""
+    step = max(1, n_points // 6)
+    return (min(n_points - 1, index * step // max(1, count)), step)
 
 
-def plot_logit_sums(fig, data: StudyData, models: list[str], names: dict[str, str], colors: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def plot_features(fig, data: StudyData, models: list[str], names: dict[str, str], looks: dict[str, Style]) -> None:  # type: ignore[no-untyped-def]
     ax = fig.subplots()
-    for mid in models:
-        sums = data.analysis[mid]["logit_abs_sum"]
-        ax.plot(np.arange(len(sums)), sums, marker="o", color=colors[mid], linewidth=1.2, label=names[mid])
+    n_total = 0
+    for i, mid in enumerate(models):
+        sums = np.sort(np.asarray(data.analysis[mid]["feature_abs_sum"], dtype=np.float64))[::-1]
+        n_total = max(n_total, sums.size)
+        off, n = inactive(data, mid)
+        active = sums[sums > 0]
+        st = looks[mid]
+        ax.plot(np.arange(1, active.size + 1), active, color=st.color, linestyle=st.linestyle, marker=st.marker,
+                markevery=_markevery(active.size, i, len(models)) if active.size else None, markersize=3.5)
+        if active.size:  # where the curve ends, the inactive neurons begin (0 has no place on a log axis)
+            ax.plot([active.size], [active[-1]], marker="|", markersize=8, color=st.color)
+        ax.plot([], [], color=st.color, linestyle=st.linestyle, marker=st.marker, markersize=3.5, label=f"{names[mid]}: {off}/{n} inactive")
+    if n_total:
+        x = n_total - round(PAPER_INACTIVE / PAPER_FEATURES * n_total)
+        ax.axvline(x, color="0.5", linestyle=(0, (1, 1)), linewidth=0.8, label=f"paper: last ~{PAPER_INACTIVE}/{PAPER_FEATURES} inactive")
+    ax.set_yscale("log")
+    ax.set_xlim(0, n_total * 1.02 + 1)
+    ax.set_xlabel(f"penultimate neuron (of {n_total}), by activation sum")
+    ax.set_ylabel("Σ |activation| over test set (log)")
+    _legend_below(fig, ax.get_legend_handles_labels()[0], title="a curve ends (|) where its inactive neurons\n(activation sum 0, off the log axis) begin")
+
+
+def plot_logit_sums(fig, data: StudyData, models: list[str], names: dict[str, str], looks: dict[str, Style]) -> None:  # type: ignore[no-untyped-def]
+    ax = fig.subplots()
+    n = len(data.analysis[models[0]]["logit_abs_sum"])
+    for i, mid in enumerate(models):
+        sums = np.asarray(data.analysis[mid]["logit_abs_sum"], dtype=np.float64)
+        st = looks[mid]
+        x = np.arange(len(sums)) + (i - (len(models) - 1) / 2) * 0.08  # a small dodge: no marker hides another
+        ax.plot(x, np.where(sums > 0, sums, np.nan), color=st.color, linestyle=st.linestyle, marker=st.marker, markersize=4, linewidth=0.9, label=names[mid])
+    ax.set_yscale("log")
     ax.set_xlabel("logit (class)")
-    ax.set_ylabel("Σ |logit| over the test set")
-    ax.set_xticks(np.arange(len(data.analysis[models[0]]["logit_abs_sum"])))
-    ax.legend(fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.15)
+    ax.set_ylabel("Σ |logit| over test set (log)")
+    ax.set_xticks(np.arange(n))
+    _legend_below(fig, ax.get_legend_handles_labels()[0])
 
 
-def plot_training(fig, data: StudyData, models: list[str], names: dict[str, str], colors: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def plot_training(fig, data: StudyData, models: list[str], names: dict[str, str], looks: dict[str, Style]) -> None:  # type: ignore[no-untyped-def]
     axes = fig.subplots(1, 3)
-    panels = (("loss", "training loss"), ("accuracy", "training batch accuracy (%)"), ("logit_norm", "mean ‖z‖₂ (logit norm)"))
+    panels = (("loss", "training loss"), ("accuracy", "batch accuracy (%)"), ("logit_norm", "mean ‖z‖₂ (logit norm)"))
     for ax, (key, ylabel) in zip(axes, panels):
-        for mid in models:
+        for i, mid in enumerate(models):
             rows = [r for r in data.history[mid] if key in r]
-            ax.plot([r["iteration"] for r in rows], [r[key] for r in rows], color=colors[mid], linewidth=1.2, label=names[mid])
+            st = looks[mid]
+            ax.plot([r["iteration"] for r in rows], [r[key] for r in rows], color=st.color, linestyle=st.linestyle, marker=st.marker,
+                    markevery=_markevery(len(rows), i, len(models)) if rows else None, markersize=3.5, linewidth=1.0, label=names[mid])
         ax.set_xlabel("iteration")
         ax.set_ylabel(ylabel)
     if all(r.get("loss", 0) > 0 for m in models for r in data.history[m]):
         axes[0].set_yscale("log")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=7, frameon=False)
-    fig.subplots_adjust(left=0.05, right=0.79, wspace=0.3, bottom=0.15)
+    _legend_below(fig, axes[0].get_legend_handles_labels()[0], ncol=3)
 
 
 PLOTTERS: dict[str, Callable[..., None]] = {
@@ -357,37 +724,69 @@ PLOTTERS: dict[str, Callable[..., None]] = {
     "logit_sums": plot_logit_sums,
     "training": plot_training,
 }
-SIZES = {"eq4": (10, 7.5), "training": (15, 4.8)}
+#: Print sizes (inches) of the plotting area: the Eq. 4 panels and training curves span the text width, the rest a
+#: column; legends below the axes and the footer add height (the saved figure is cropped to its content).
+SIZES: dict[str, tuple[float, float]] = {
+    "eq4": (FULL_WIDTH, 5.4),
+    "training": (FULL_WIDTH, 2.3),
+    "z_y": (COLUMN_WIDTH, 2.3),
+    "grad_norm": (COLUMN_WIDTH, 2.3),
+    "features": (COLUMN_WIDTH, 2.5),
+    "logit_sums": (COLUMN_WIDTH, 2.3),
+}
 
 
-def draw(name: str, data: StudyData, selection: dict[str, list[str]], out_dir: str | Path) -> list[Path]:
-    """Draw one figure and write it as PNG and PDF (atomically); return the paths."""
+def _note(fig, data: StudyData, name: str, selection: dict[str, list[str]], verdict: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    """The footer: study, paper figure, roles the study lacks, and the comparison with the paper's statement."""
+    import textwrap
+
+    paper = FIGURES[name][0]
+    text = f"Study {data.study}" + (f" · paper {paper}" if paper else " · not a figure of the paper")
+    if selection["missing"]:
+        text += " · not in this study: " + "; ".join(selection["missing"])
+    lines = [text] + ([verdict] if verdict else [])
+    width = int(fig.get_figwidth() * 72 / (NOTE_SIZE * 0.55))
+    wrapped = "\n".join(textwrap.fill(line, width) for line in lines)
+    fig.text(0.01, _bottom(fig), wrapped, fontsize=NOTE_SIZE, ha="left", va="top")
+
+
+def draw(
+    name: str, data: StudyData, selection: dict[str, list[str]], out_dir: str | Path, inspect: Callable[[Any], None] | None = None
+) -> list[Path]:
+    """Draw one figure at print size and write it as PNG and PDF (TrueType fonts, atomically); return the paths.
+
+    `inspect`, if given, sees the finished matplotlib Figure before it is written (tests).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="paper")
+    sns.set_theme(style="whitegrid", context="paper", rc=RC)
     what = FIGURES[name][1]
     models = selection["models"]
-    fig = plt.figure(figsize=SIZES.get(what, (7, 4.5)))
-    if models:
-        palette = sns.color_palette("tab10" if len(models) <= 10 else "husl", len(models))
-        colors = dict(zip(models, palette))
-        PLOTTERS[what](fig, data, models, labels(models, data.entries, data.units), colors)
-    else:
-        ax = fig.subplots()
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no eligible models in this study", ha="center", va="center", fontsize=12)
-    _note(fig, data, name, selection)
-    paths = []
-    for fmt in FORMATS:
-        path = Path(out_dir) / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150)
-        paths.append(path)
-    plt.close(fig)
+    with matplotlib.rc_context(RC):
+        fig = plt.figure(figsize=SIZES.get(what, (COLUMN_WIDTH, 3.0)), layout="constrained")
+        verdict = None
+        if models:
+            PLOTTERS[what](fig, data, models, labels(models, data.entries, data.units), styles(models, data.entries))
+            verdict = VERDICTS[name](data, models) if name in VERDICTS else None
+        else:
+            ax = fig.subplots()
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no eligible models in this study", ha="center", va="center", fontsize=9)
+        _fit_legends(fig)
+        _note(fig, data, name, selection, verdict)
+        if inspect is not None:
+            inspect(fig)
+        paths = []
+        for fmt in FORMATS:
+            path = Path(out_dir) / f"{name}.{fmt}"
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight", pad_inches=0.03)
+            paths.append(path)
+        plt.close(fig)
     return paths
 
 
@@ -399,18 +798,34 @@ def run(spec: dict[str, Any], out_dir: str | Path) -> list[Path]:
     for name in FIGURES:
         paths += draw(name, data, selection[name], out_dir)
         print(f"{name}: {', '.join(selection[name]['models']) or 'no models'}" + (f" (missing: {'; '.join(selection[name]['missing'])})" if selection[name]["missing"] else ""), flush=True)
+        verdict = VERDICTS[name](data, selection[name]["models"]) if name in VERDICTS and selection[name]["models"] else None
+        if verdict:
+            print(f"{name}: {verdict}", flush=True)
     return paths
-
-
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.figures", description="The paper's figures for one study.")
-    parser.add_argument("--spec", type=json_object("--spec", ("study", "eps", "models")), required=True, help="study, eps, pixel_units, models [{model_id, entry, analysis, summary, metrics}] (JSON)")
+    parser.add_argument("--spec", type=json_object("--spec", ("study", "eps")), required=True,
+                        help="study, eps, pixel_units and, unless the file lists below are given, models [{model_id, entry, analysis, summary, metrics, record?, audit?}] (JSON)")
+    parser.add_argument("--summaries", nargs="+", help="analysis summaries (.json), one per model in grid order: model ids and grid entries come from them")
+    parser.add_argument("--analysis", nargs="+", help="analysis arrays (.npz), same order")
+    parser.add_argument("--metrics", nargs="+", help="training metrics.json files, same order")
+    parser.add_argument("--records", nargs="*", default=[], help="evaluation records (measured PGD), same order; optional")
+    parser.add_argument("--audits", nargs="*", default=[], help="audit records (AutoAttack), same order; optional")
     parser.add_argument("--out-dir", required=True)
     args = parser.parse_args(argv)
+
     def action() -> None:
-        run(args.spec, args.out_dir)
+        spec = dict(args.spec)
+        if args.summaries:
+            if not (args.analysis and args.metrics):
+                raise PipelineError("--summaries needs --analysis and --metrics (one per model, same order)")
+            spec["models"] = models_from_files(args.summaries, args.analysis, args.metrics, args.records, args.audits)
+        elif "models" not in spec:
+            raise PipelineError("--spec has no 'models' and no --summaries/--analysis/--metrics were given")
+        run(spec, out_dir=args.out_dir)
+
     return exit_status(action)
 
 
