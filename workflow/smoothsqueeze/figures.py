@@ -9,9 +9,8 @@ written (a figure with no eligible model says so), so the targets are static.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,6 @@ from typing import Any, Callable
 import numpy as np
 
 from .artifacts import atomic_path, read_json, read_npz
-from .cli_support import exit_status, json_object
 from .errors import PipelineError
 
 
@@ -400,19 +398,3 @@ def run(spec: dict[str, Any], out_dir: str | Path) -> list[Path]:
         paths += draw(name, data, selection[name], out_dir)
         print(f"{name}: {', '.join(selection[name]['models']) or 'no models'}" + (f" (missing: {'; '.join(selection[name]['missing'])})" if selection[name]["missing"] else ""), flush=True)
     return paths
-
-
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.figures", description="The paper's figures for one study.")
-    parser.add_argument("--spec", type=json_object("--spec", ("study", "eps", "models")), required=True, help="study, eps, pixel_units, models [{model_id, entry, analysis, summary, metrics}] (JSON)")
-    parser.add_argument("--out-dir", required=True)
-    args = parser.parse_args(argv)
-    def action() -> None:
-        run(args.spec, args.out_dir)
-    return exit_status(action)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
