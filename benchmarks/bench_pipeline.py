@@ -121,7 +121,7 @@ def main() -> None:
         from smoothsqueeze import train as ss_train
 
         def train_cmd(out: Path) -> list[str]:
-            return [py, "-m", "smoothsqueeze", "train", "--settings", json.dumps(settings), "--data", str(data_path), "--checkpoint", str(out / "model.pt"),
+            return [py, "-m", "smoothsqueeze", "train", "--spec", json.dumps(settings), "--data", str(data_path), "--checkpoint", str(out / "model.pt"),
                     "--metrics", str(out / "metrics.json"), "--settings-out", str(out / "settings.json")]
 
         def train_here(out: Path) -> None:
@@ -134,7 +134,7 @@ def main() -> None:
             return [py, "-m", "smoothsqueeze", "evaluate", "--spec", json.dumps(spec), "--checkpoint", str(ckpt), "--data", str(data_path), "--out", str(out)]
 
         def eval_here(ckpt: Path, out: Path) -> None:
-            ss_eval.evaluate(ckpt, data_path, spec["whitebox"], {}, out, spec["batch_size"], None, 0, {}, spec["architecture"], str(device))
+            ss_eval.evaluate(spec, ckpt, data_path, {}, out, str(device))
 
         threads_before = torch.get_num_threads()
         torch.set_num_threads(args.job_threads)  # the in-process runs get the job's threads too

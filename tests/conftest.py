@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import copy
+
+from smoothsqueeze import config as sscfg
 from smoothsqueeze.data import Dataset, load_dataset, prepare_digits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +51,12 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     path = tmp_path_factory.mktemp("digits") / "digits.npz"
     prepare_digits(path)
     return load_dataset(path)
+
+
+def digits_settings(entry: dict, k: int, **train: object) -> dict:
+    """Resolved settings of one digits model of config.yaml's study (grid entry `entry`, k iterations, train overrides)."""
+    config = copy.deepcopy(sscfg.load_config(ROOT / "config.yaml"))
+    study = config["studies"]["digits"]
+    study["grid"] = [entry | {"k": k}]
+    study["train"].update(train, log_every=k)
+    return sscfg.resolve_model(config, "digits", sscfg.model_id(entry | {"k": k}))

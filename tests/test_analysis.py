@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from smoothsqueeze import analysis
+from smoothsqueeze.cli import main as cli_main
 from smoothsqueeze.artifacts import read_npz, write_npz
 from smoothsqueeze.checkpoints import save_model
 from smoothsqueeze.models import build_model
@@ -254,7 +255,7 @@ def test_cli_writes_arrays_and_summary(tmp_path) -> None:
     save_model(ckpt, build_model("madry_cnn", 1, 8, 10), "madry_cnn", (1, 8, 8), 10)
     spec = {"eps": 0.2, "batch_size": 4, "max_examples": 11, "architecture": "madry_cnn", "info": {"model_id": "m"}}
     out, summary = tmp_path / "a" / "m.npz", tmp_path / "a" / "m.json"
-    code = analysis.main(["--spec", json.dumps(spec), "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--summary", str(summary), "--device", "cpu"])
+    code = cli_main(["analysis", "--spec", json.dumps(spec), "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out), "--summary", str(summary), "--device", "cpu"])
     assert code == 0
     arrays = read_npz(out, required=(*analysis.PER_IMAGE, "feature_abs_sum", "logit_abs_sum", "eps"))
     assert len(arrays["labels"]) == 11 and arrays["logits"].shape == (11, 10)
@@ -274,7 +275,7 @@ def test_cli_writes_arrays_and_summary(tmp_path) -> None:
 
 
 def test_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys) -> None:
-    code = analysis.main(["--spec", '{"eps": 0.2}', "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path / "d.npz"),
+    code = cli_main(["analysis", "--spec", '{"eps": 0.2}', "--checkpoint", str(tmp_path / "none.pt"), "--data", str(tmp_path / "d.npz"),
                           "--out", str(tmp_path / "o.npz"), "--summary", str(tmp_path / "o.json"), "--device", "cpu"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "none.pt" in err and len(err.splitlines()) == 1

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from smoothsqueeze.attacks import AttackBudgetError, check_budget, cw_loss, fgsm, pgd
+from smoothsqueeze.attacks import AttackBudgetError, check_budget, cw_loss, fgsm, pgd, pgd_restarts
 from smoothsqueeze.data import Dataset
 from smoothsqueeze.inference import accuracy
 from smoothsqueeze.models import MadryCNN
@@ -190,3 +190,22 @@ def test_fgsm_agrees_with_torchattacks(trained: MadryCNN, batch: tuple[torch.Ten
     theirs = torchattacks.FGSM(trained, eps=eps)(x, y)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
     assert (ours - x).abs().max() > eps - 1e-6
+
+
+def test_restarts_attack_only_the_survivors_and_the_candidates() -> None:
+    """The survivor-only loop (attacks.pgd_restarts): examples outside `candidates` are never attacked
+    (their point stays the clean image, they count as not robust); a fooled example is not attacked
+    again, so it keeps the point that fooled it; the curve has one value per restart and never rises."""
+    model = Lottery(0.5)
+    n = 400
+    x, y = torch.full((n, 1, 2, 2), 0.5), torch.zeros(n, dtype=torch.long)
+    candidates = torch.arange(n) % 2 == 0
+    found = pgd_restarts(model, x, y, 0.5, 0.1, 2, restarts=3, generator=torch.Generator().manual_seed(0), batch_size=64, candidates=candidates)
+    assert torch.equal(found.x_adv[~candidates], x[~candidates]) and not found.robust[~candidates].any()
+    with torch.no_grad():
+        fooled = model(found.x_adv).argmax(1) != y
+    assert torch.equal(fooled[candidates], ~found.robust[candidates])  # every fooled candidate keeps a fooling point
+    assert len(found.curve) == 3 and found.curve == sorted(found.curve, reverse=True)
+    # about half the candidates survive each start: 200 * 0.5**3 = 25 left after three
+    assert 10 <= int(found.robust.sum()) <= 45, int(found.robust.sum())
+    assert found.curve[-1] == pytest.approx(100.0 * found.robust.float().mean().item())

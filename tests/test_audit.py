@@ -14,6 +14,7 @@ from torch import nn
 
 from conftest import TINY_CONFIG, run_snakemake
 from smoothsqueeze import audit
+from smoothsqueeze.cli import main as cli_main
 from smoothsqueeze import audit_flags as af
 from smoothsqueeze.data import Dataset
 from smoothsqueeze.errors import PipelineError
@@ -219,7 +220,7 @@ def test_bad_settings_give_one_line(block: dict, where: str) -> None:
 
 def test_cli_reports_missing_checkpoint_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = json.dumps({"settings": audit.resolve_settings(_study(TINY_AUDIT), "x")})
-    code = audit.main(["model", "--spec", spec, "--checkpoint", str(tmp_path / "none.pt"), "--data", "x.npz", "--out", str(tmp_path / "a.json")])
+    code = cli_main(["audit", "--spec", spec, "--checkpoint", str(tmp_path / "none.pt"), "--data", "x.npz", "--out", str(tmp_path / "a.json")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "\n" not in err
     assert not (tmp_path / "a.json").exists()

@@ -274,7 +274,7 @@ CASES: dict[str, Case] = {
     "output_is_a_folder": Case(output_is_a_folder, ("natural_k5.json: is a folder, not a file",), inputs=("data/digits.npz", CHECKPOINT)),
     "output_under_a_file": Case(output_under_a_file, ("records: a file is in the way of a folder",), inputs=("data/digits.npz", CHECKPOINT, "results/s/records")),
     # the command line itself: usage errors are one line too
-    "unknown_stage": Case(lambda d: cli("nosuch"), ("smoothsqueeze: argument stage: invalid choice: 'nosuch'",)),
+    "unknown_stage": Case(lambda d: cli("nosuch"), ("smoothsqueeze: argument <stage>: invalid choice: 'nosuch'",)),
     "spec_not_a_json_object": Case(
         lambda d: cli("evaluate", "--spec", "[1]", "--checkpoint", "m.pt", "--data", "d.npz", "--out", "o.json"), ("--spec must be a JSON object",),
     ),

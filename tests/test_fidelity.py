@@ -1,5 +1,6 @@
-"""Fidelity to the paper and to Madry et al.'s code: logit-squeeze normalisation, collapse flag,
-crop padding, batch-norm mode of training-time PGD, initialisation, held-out images, Table 7's source."""
+"""Fidelity to the paper and to Madry et al.'s code: logit-squeeze normalisation, the collapse mark in
+the tables, initialisation, Table 7's source. (Training settings: test_train.py; the collapse flag of
+the evaluation stage: test_evaluate.py.)"""
 from __future__ import annotations
 
 import copy
@@ -11,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT
+from conftest import ROOT, digits_settings
 from smoothsqueeze import config as sscfg
-from smoothsqueeze import paper, tables
+from smoothsqueeze import paper, render, tables
 from smoothsqueeze.data import Dataset
 from smoothsqueeze.evaluate import training_status
 from smoothsqueeze.losses import SQUEEZE_NORMS, logit_squeeze, training_loss
@@ -44,14 +45,6 @@ def test_batch_norm_is_madrys_summed_loss_divided_by_batch_size() -> None:
     assert training_loss(z, y, 0.0, beta, "batch").item() == pytest.approx(madry.item() / 50, rel=1e-6)
 
 
-def _digits_settings(entry: dict, k: int, **train: object) -> dict:
-    config = copy.deepcopy(CONFIG)
-    study = config["studies"]["digits"]
-    study["grid"] = [entry | {"k": k}]
-    study["train"].update(train, log_every=k)
-    return sscfg.resolve_model(config, "digits", sscfg.model_id(entry | {"k": k}))
-
-
 def _train(settings: dict, digits: Dataset, tmp_path: Path) -> dict:
     _, metrics = train_model(settings, digits, tmp_path, torch.device("cpu"), log=lambda _: None)
     return metrics
@@ -68,25 +61,19 @@ def test_paper_studies_use_one_chosen_normalisation() -> None:
 def test_beta_2_trains_at_the_chosen_normalisation(study: str, digits: Dataset, tmp_path: Path) -> None:
     """The paper's beta 2 + noise trains (on the digits, briefly) with the normalisation each study chose."""
     norm = CONFIG["studies"][study]["train"]["squeeze_norm"]
-    metrics = _train(_digits_settings({"beta": 2, "sigma": 0.3}, 400, squeeze_norm=norm), digits, tmp_path)
+    metrics = _train(digits_settings({"beta": 2, "sigma": 0.3}, 400, squeeze_norm=norm), digits, tmp_path)
     assert metrics["train_accuracy"] > 80, metrics["train_accuracy"]
     assert not training_status(metrics["train_accuracy"], 10)["collapsed"]
 
 
 def test_per_example_squeeze_at_beta_2_collapses(digits: Dataset, tmp_path: Path) -> None:
     """Why the normalisation matters: beta * ||z_i|| per example has its minimum at z = 0 for beta >= sqrt(0.9)."""
-    metrics = _train(_digits_settings({"beta": 10, "sigma": 0.3}, 400, squeeze_norm="per_example"), digits, tmp_path)
+    metrics = _train(digits_settings({"beta": 10, "sigma": 0.3}, 400, squeeze_norm="per_example"), digits, tmp_path)
     assert metrics["history"][-1]["logit_norm"] < 0.5
     assert training_status(metrics["train_accuracy"], 10)["collapsed"]
 
 
 # ---------------------------------------------------------------- the collapse flag
-
-
-def test_training_status_threshold_is_twice_chance() -> None:
-    assert training_status(19.99, 10)["collapsed"] and not training_status(20.0, 10)["collapsed"]
-    assert training_status(9.0, 100)["collapsed"] is False  # 2% for 100 classes
-    assert "training collapsed" in training_status(10.0, 10)["reason"]
 
 
 def _record(model_id: str, train: float, collapsed: bool, source: str = "natural_k3000") -> dict:
@@ -111,8 +98,8 @@ def test_a_collapsed_model_is_marked_in_every_study_table() -> None:
         assert notes["sq5_noise0.3_k3000"] == tables.COLLAPSED, name
         # the source's black-box numbers are white-box: marked where black-box columns are shown
         assert notes["natural_k3000"] == ("" if name == "whitebox" else tables.SOURCE), name
-        tex = tables.to_latex(columns, frame, "c", "l")
-        assert "training collapsed" in tex and tables.to_html(columns, frame, "t", "c").count("training collapsed") == 1
+        tex = render.to_latex(columns, frame, "c", "l", tables.tex_words)
+        assert "training collapsed" in tex and render.to_html(columns, frame, "t", "c", tables.html_words).count("training collapsed") == 1
 
 
 def test_an_unmarked_table_has_no_note_column() -> None:
@@ -123,36 +110,7 @@ def test_an_unmarked_table_has_no_note_column() -> None:
     assert "note" not in [c.key for c in columns]
 
 
-def test_planted_collapse_end_to_end(digits: Dataset, tmp_path: Path) -> None:
-    """A model trained into collapse (beta 10, per-example squeeze) is flagged by the evaluation stage's rule."""
-    from smoothsqueeze.checkpoints import save_model
-    from smoothsqueeze.evaluate import evaluate
-
-    settings = _digits_settings({"beta": 10}, 300, squeeze_norm="batch_unscaled")
-    model, metrics = train_model(settings, digits, tmp_path, torch.device("cpu"), log=lambda _: None)
-    ckpt, data_path = tmp_path / "model.pt", tmp_path / "digits.npz"
-    save_model(ckpt, model, "madry_cnn", digits.image_shape, 10)
-    from smoothsqueeze.data import prepare_digits
-
-    prepare_digits(data_path)
-    record = evaluate(ckpt, data_path, [], {}, tmp_path / "record.json", 500, 50, 0,
-                      {"study": "digits", "model_id": "sq10_k300", "entry": {"beta": 10, "k": 300}, "eps": 0.2, "blackbox_source": "natural_k3000"})
-    assert record["training"]["collapsed"], record["training"]
-    assert tables.build_row(record)["note"] == tables.COLLAPSED
-
-
 # ---------------------------------------------------------------- Madry's details
-
-
-def test_crop_padding_follows_the_setting() -> None:
-    x = torch.ones(400, 1, 8, 8)
-    gen = torch.Generator().manual_seed(0)
-    for pad in (0, 2, 4):
-        out = crop_flip(x, gen, pad)
-        zero_rows = (out == 0).all(dim=3).sum(dim=2).squeeze(1)  # rows of zero padding in each crop
-        zero_cols = (out == 0).all(dim=2).sum(dim=2).squeeze(1)
-        assert int(torch.maximum(zero_rows, zero_cols).max()) == pad, pad
-    assert CONFIG["studies"]["cifar10"]["train"]["crop_padding"] == 2  # Madry: 32 -> 36 -> random 32 crop
 
 
 def test_madry_init_of_the_mnist_cnn() -> None:
@@ -178,56 +136,6 @@ def test_madry_init_of_the_wide_resnet() -> None:
     assert torch.all(model.head.bias == 0)
     with pytest.raises(ValueError, match="unknown initialisation"):
         build_model("madry_cnn", 1, 28, 10, init="xavier")
-
-
-def test_training_uses_the_init_setting(digits: Dataset, tmp_path: Path) -> None:
-    a = _digits_settings({}, 1, init="madry")
-    b = _digits_settings({}, 1, init="pytorch")
-    ma, _ = train_model(a, digits, tmp_path / "a", torch.device("cpu"), log=lambda _: None)
-    mb, _ = train_model(b, digits, tmp_path / "b", torch.device("cpu"), log=lambda _: None)
-    # one Adam step moves a bias by at most ~lr: Madry's biases start at 0.1
-    assert ma.conv1.bias.mean().item() == pytest.approx(0.1, abs=0.01)
-    assert abs(mb.conv1.bias.mean().item() - 0.1) > 0.02
-
-
-class _ModeSpy(torch.nn.Module):
-    """Records the training flag of every forward pass (PGD's passes come before the training step's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = MadryCNN(1, 8, 10)
-        self.head = self.inner.head
-        self.modes: list[bool] = []
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.modes.append(self.training)
-        return self.inner(x)
-
-
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_training_time_pgd_batch_norm_mode_follows_the_setting(mode: str, digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import smoothsqueeze.train as sstrain
-
-    spy = _ModeSpy()
-    monkeypatch.setattr(sstrain, "build_model", lambda *args, **kwargs: spy)
-    settings = _digits_settings({"adversarial": {"steps": 3, "step_size": 0.1, "eps": 0.2}}, 2, adversarial_bn_mode=mode)
-    train_model(settings, digits, tmp_path, torch.device("cpu"), log=lambda _: None)
-    per_step = spy.modes[:4]  # 3 attack passes, then the training pass
-    assert per_step == [mode == "train"] * 3 + [True], spy.modes
-    assert CONFIG["studies"]["cifar10"]["train"]["adversarial_bn_mode"] == "train"
-
-
-def test_validation_holdout_leaves_the_first_images_out(digits: Dataset, tmp_path: Path) -> None:
-    settings = _digits_settings({}, 1, validation_holdout=1000)
-    _, metrics = train_model(settings, digits, tmp_path, torch.device("cpu"), log=lambda _: None)
-    assert CONFIG["studies"]["mnist"]["train"]["validation_holdout"] == 5000  # TF's read_data_sets: 55,000 left
-    bad = _digits_settings({}, 1, validation_holdout=len(digits.x_train))
-    with pytest.raises(Exception, match="validation_holdout"):
-        train_model(bad, digits, tmp_path / "bad", torch.device("cpu"), log=lambda _: None)
-    assert metrics["iterations"] == 1
 
 
 # ---------------------------------------------------------------- the studies

@@ -11,6 +11,7 @@ import yaml
 
 from conftest import ROOT, TINY_CONFIG, run_snakemake
 from smoothsqueeze import paper, tables
+from smoothsqueeze.cli import main as cli_main
 
 TOY_SPEC = {
     "study": "toy",
@@ -42,7 +43,7 @@ def write_row(tmp: Path, study: str, model: str, entry: dict, accuracy: dict, pr
     record = {"study": study, "model_id": model, "entry": entry, "accuracy": accuracy, "eps": 0.3, "pixel_units": 1, "n_test": 100}
     (tmp / "records").mkdir(exist_ok=True)
     (tmp / "records" / f"{model}.json").write_text(json.dumps(record))
-    args = ["row", "--record", str(tmp / "records" / f"{model}.json"), "--out", str(tmp / "rows" / f"{model}.csv")]
+    args = ["table-row", "--record", str(tmp / "records" / f"{model}.json"), "--out", str(tmp / "rows" / f"{model}.csv")]
     if predicted is not None:
         (tmp / "analysis").mkdir(exist_ok=True)
         summary = {"model_id": model, "predicted_robust_accuracy": predicted}
@@ -50,13 +51,13 @@ def write_row(tmp: Path, study: str, model: str, entry: dict, accuracy: dict, pr
             summary["predicted_robust_accuracy_top"] = predicted_top
         (tmp / "analysis" / f"{model}.json").write_text(json.dumps(summary))
         args += ["--analysis", str(tmp / "analysis" / f"{model}.json")]
-    assert tables.main(args) == 0
+    assert cli_main(args) == 0
     return tmp / "rows" / f"{model}.csv"
 
 
 def render(tmp: Path, command: str, name: str, spec: dict, rows: list[Path]) -> tuple[str, str]:
     out = tmp / "tables"
-    rc = tables.main(
+    rc = cli_main(
         [command, name, "--spec", json.dumps(spec), "--rows", *map(str, rows),
          "--csv", str(out / f"{name}.csv"), "--tex", str(out / f"{name}.tex"), "--html", str(out / f"{name}.html")]
     )
@@ -93,7 +94,8 @@ def test_accuracy_table_from_known_records(tmp_path: Path, toy_rows: list[Path])
         "\\small\n"
         "\\caption{Accuracy of every model, white-box and black-box (layout of the paper's Tables 2 and 5). "
         "Study toy (digits), L-inf $\\epsilon$ = 0.3; accuracies in \\%; black-box sets crafted on natural\\_k100; "
-        "rows marked 'training collapsed' failed to train (training accuracy below twice chance): not robustness results.}\n"
+        "rows marked 'training collapsed' failed to train (training accuracy below twice chance): not robustness results; "
+        "PGD-40 adv.\\ trained at $\\epsilon = 0.3$, step 0.01.}\n"
         "\\label{tab:toy-accuracy}\n"
         "\\begin{tabular}{lrrrrrrrrr}\n"
         "\\toprule\n"
@@ -104,7 +106,7 @@ def test_accuracy_table_from_known_records(tmp_path: Path, toy_rows: list[Path])
         "\\midrule\n"
         "natural & 0 & 0 & 0 & 100 & 99.50 & 98.25 & 0.00 & 5.13 & 10.00 \\\\\n"
         "LS + noise & 0.95 & 0 & 0.3 & 200 & 99.00 & 98.00 & 40.33 & 60.00 & 80.00 \\\\\n"
-        "PGD-40 adv. (eps 0.3, step 0.01) & 0 & 0 & 0 & 50 & 97.00 & 96.50 & 90.00 & 91.00 & 95.00 \\\\\n"
+        "PGD-40 adv. & 0 & 0 & 0 & 50 & 97.00 & 96.50 & 90.00 & 91.00 & 95.00 \\\\\n"
         "\\bottomrule\n"
         "\\end{tabular}\n"
         "\\end{table}\n"
@@ -153,7 +155,7 @@ def test_row_reads_both_eq4_predictions() -> None:
 
 def test_bad_record_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "r.json").write_text(json.dumps({"study": "toy", "model_id": "m_k1", "entry": {"k": 1}, "eps": 0.3}))
-    assert tables.main(["row", "--record", str(tmp_path / "r.json"), "--out", str(tmp_path / "row.csv")]) == 2
+    assert cli_main(["table-row", "--record", str(tmp_path / "r.json"), "--out", str(tmp_path / "row.csv")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: evaluation record lacks 'accuracy'") and err.count("\n") == 1
     assert not (tmp_path / "row.csv").exists()

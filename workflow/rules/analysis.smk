@@ -19,7 +19,7 @@ rule analyze:
     log:
         f"{RESULTS}/{{study}}/logs/analysis/{{model}}.log",
     shell:
-        "python -m smoothsqueeze.analysis --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "python -m smoothsqueeze analysis --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --out {output.npz:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
@@ -40,4 +40,4 @@ rule figures:
     log:
         f"{REPORTS}/{{study}}/logs/figures.log",
     shell:
-        "python -m smoothsqueeze.figures --spec {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python -m smoothsqueeze figures --spec {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -25,7 +25,7 @@ rule audit:
     log:
         f"{RESULTS}/{{study}}/logs/audit/{{model}}.log",
     shell:
-        "python -m smoothsqueeze.audit model --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "python -m smoothsqueeze audit --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --record {input.record:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -50,5 +50,5 @@ rule audit_table:
     log:
         f"{REPORTS}/{{study}}/logs/tables/audit.log",
     shell:
-        "python -m smoothsqueeze.audit table --audits {input:q} --csv {output.csv:q} --tex {output.tex:q} "
+        "python -m smoothsqueeze audit-table --audits {input:q} --csv {output.csv:q} --tex {output.tex:q} "
         "--html {output.html:q} > {log:q} 2>&1"

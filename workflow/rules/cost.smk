@@ -18,5 +18,5 @@ rule cost_table:
     log:
         f"{RESULTS}/{{study}}/logs/cost.log",
     shell:
-        "python -m smoothsqueeze.cost --study {wildcards.study} {params.models:q} "
+        "python -m smoothsqueeze cost --study {wildcards.study} {params.models:q} "
         "--csv {output.csv:q} --tex {output.tex:q} > {log:q} 2>&1"

@@ -25,7 +25,7 @@ rule table_row:
     log:
         f"{REPORTS}/{{study}}/logs/rows/{{model}}.log",
     shell:
-        "python -m smoothsqueeze.tables row --record {input.record:q} {params.analysis:q} --out {output:q} > {log:q} 2>&1"
+        "python -m smoothsqueeze table-row --record {input.record:q} {params.analysis:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule study_table:
@@ -44,7 +44,7 @@ rule study_table:
     log:
         f"{REPORTS}/{{study}}/logs/tables/{{table}}.log",
     shell:
-        "python -m smoothsqueeze.tables table {wildcards.table} --spec {params.spec:q} --rows {input.rows:q} "
+        "python -m smoothsqueeze table {wildcards.table} --spec {params.spec:q} --rows {input.rows:q} "
         "--csv {output.csv:q} --tex {output.tex:q} --html {output.html:q} > {log:q} 2>&1"
 
 
@@ -65,5 +65,5 @@ rule paper_comparison:
     log:
         f"{REPORTS}/{{study}}/logs/tables/paper_{{paper_table}}.log",
     shell:
-        "python -m smoothsqueeze.tables compare {wildcards.paper_table} --spec {params.spec:q} --rows {input.rows:q} "
+        "python -m smoothsqueeze compare {wildcards.paper_table} --spec {params.spec:q} --rows {input.rows:q} "
         "--paper-csv {input.paper:q} --csv {output.csv:q} --tex {output.tex:q} --html {output.html:q} > {log:q} 2>&1"

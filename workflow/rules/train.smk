@@ -28,5 +28,5 @@ rule train:
     benchmark:
         f"{RESULTS}/{{study}}/benchmarks/train/{{model}}.tsv"
     shell:
-        "python -m smoothsqueeze train --settings {params.settings:q} --data {input.data:q} "
+        "python -m smoothsqueeze train --spec {params.settings:q} --data {input.data:q} "
         "--checkpoint {output.checkpoint:q} --metrics {output.metrics:q} --settings-out {output.settings:q} > {log:q} 2>&1"

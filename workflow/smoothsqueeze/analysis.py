@@ -25,23 +25,18 @@ the minimum runs over a set that holds ybar).
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import sha256_file, write_json, write_npz
-from .checkpoints import load_model
-from .data import load_dataset
-from .device import pick_device
-from .cli_support import exit_status, json_object
+from .artifacts import write_json, write_npz
 from .errors import PipelineError
+from .prologue import open_stage
 from .provenance import provenance
 
 #: Eq. 4 over every wrong class: (N, C-1) arrays, wrong classes in increasing order (`wrong_classes`).
@@ -177,40 +172,32 @@ def summarize(arrays: dict[str, np.ndarray], eps: float) -> dict[str, Any]:
 
 
 def run(
-    checkpoint: str | Path,
-    data_path: str | Path,
-    out_npz: str | Path,
-    out_json: str | Path,
-    eps: float,
-    pixel_units: float = 1.0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    max_examples: int | None = None,
-    architecture: str | None = None,
-    info: dict[str, Any] | None = None,
+    spec: Mapping[str, Any], checkpoint: str | Path, data_path: str | Path, out_npz: str | Path, out_json: str | Path,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Analyse one model on the first `max_examples` test images (all when None); write .npz + JSON."""
+    """Analyse one model on the first `max_examples` test images (all when None); write .npz + JSON.
+
+    `spec`: eps (study units), pixel_units, batch_size, max_examples, architecture, info (copied
+    into the summary).
+    """
     started = time.perf_counter()
-    dev = pick_device(device)
-    model = load_model(checkpoint, dev, expect_architecture=architecture)
-    for param in model.parameters():
-        param.requires_grad_(False)
-    data = load_dataset(data_path)
-    n = len(data.y_test) if max_examples is None else min(int(max_examples), len(data.y_test))
-    x = data.scale(data.x_test[:n]).to(dev)
-    y = data.y_test[:n].to(dev)
-    arrays = analyze_model(model, x, y, pixel_units, batch_size)
+    eps, pixel_units = float(spec["eps"]), float(spec.get("pixel_units", 1))
+    batch_size, max_examples = int(spec.get("batch_size") or DEFAULT_BATCH_SIZE), spec.get("max_examples")
+    stage = open_stage(checkpoint, data_path, max_examples, spec.get("architecture"), device, frozen=True)
+    x, y = stage.test_images()
+    n = stage.n
+    arrays = analyze_model(stage.model, x, y, pixel_units, batch_size)
     write_npz(out_npz, **arrays, eps=np.float64(eps), pixel_units=np.float64(pixel_units))
     summary = {
-        **(info or {}),
+        **(spec.get("info") or {}),
         "eps": eps,
         "pixel_units": pixel_units,
         **summarize(arrays, eps),
         "units": "eps, eps_l and gradients per pixel in the study's pixel_units",
         "settings": {"batch_size": batch_size, "max_examples": max_examples},
-        "inputs": {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "data": str(data_path)},
+        "inputs": stage.inputs,
         "wall_seconds": time.perf_counter() - started,
-        "provenance": provenance(dev),
+        "provenance": provenance(stage.device),
     }
     write_json(out_json, summary)
     print(
@@ -220,27 +207,3 @@ def run(
         flush=True,
     )
     return summary
-
-
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.analysis", description="Eq. 4 quantities and activation sums of one model.")
-    parser.add_argument("--spec", type=json_object("--spec", ("eps",)), required=True, help="eps, pixel_units, batch_size, max_examples, architecture, info (JSON)")
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--out", required=True, help="per-image arrays (.npz)")
-    parser.add_argument("--summary", required=True, help="summary for the tables (.json)")
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
-    s = args.spec
-    def action() -> None:
-        run(
-            args.checkpoint, args.data, args.out, args.summary, float(s["eps"]), float(s.get("pixel_units", 1)),
-            int(s.get("batch_size") or DEFAULT_BATCH_SIZE), s.get("max_examples"), s.get("architecture"), s.get("info"), args.device,
-        )
-    return exit_status(action)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

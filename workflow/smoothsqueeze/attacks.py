@@ -11,6 +11,7 @@ Example::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -84,32 +85,86 @@ def pgd(
 ) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2017), L-inf, pixel range [0, 1].
 
-    With `restarts` > 1, each example keeps the first restart that fools the model: it
-    counts as robust only if no restart fools it. Gradients flow through `model` as it is
-    (call `model.eval()` first for evaluation). Returns a detached tensor like `x`.
+    With `restarts` > 1, see :func:`pgd_restarts` (each example keeps the first restart that
+    fools the model). Gradients flow through `model` as it is (call `model.eval()` first for
+    evaluation). Returns a detached tensor like `x`.
+    """
+    if restarts <= 1:
+        return _pgd_once(model, x, labels, eps, step_size, steps, loss, random_start, generator)
+    return pgd_restarts(
+        model, x, labels, eps, step_size, steps, loss, restarts, random_start=random_start, generator=generator, batch_size=len(x)
+    ).x_adv
+
+
+def _pgd_once(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, eps: float, step_size: float, steps: int, loss: Loss,
+    random_start: bool, generator: torch.Generator | None,
+) -> torch.Tensor:
+    x = x.detach()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x_adv = (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
+    else:
+        x_adv = x.clone()
+    for _ in range(steps):
+        grad = _input_gradient(model, x_adv, labels, loss)
+        x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
+    return x_adv.detach()
+
+
+def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per-example correctness (bool mask) of `model` on float images `x`, in batches."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            out.append(model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size])
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+@dataclass
+class RestartResult:
+    """What :func:`pgd_restarts` found: adversarial points, who survived them, and the curve."""
+
+    x_adv: torch.Tensor  # per example the first point that fooled it, else the last restart's point
+    robust: torch.Tensor  # bool: candidate examples no restart fooled
+    curve: list[float] = field(default_factory=list)  # accuracy (%) over all examples after each restart
+
+
+def pgd_restarts(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    step_size: float,
+    steps: int,
+    loss: Loss = "xent",
+    restarts: int = 1,
+    *,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+    batch_size: int,
+    candidates: torch.Tensor | None = None,
+) -> RestartResult:
+    """PGD from `restarts` starts, each on the examples no earlier restart fooled (survivors only).
+
+    `candidates` (bool mask, default all) are the examples the first restart attacks; the audit
+    passes the clean-correct ones, so the others count as not robust and cost no gradient. Every
+    batch is checked against its budget. An example is robust only if no restart fooled it.
     """
     x = x.detach()
-    best = x.clone()
-    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    x_adv = x.clone()
+    robust = candidates.clone() if candidates is not None else torch.ones(len(x), dtype=torch.bool, device=x.device)
+    curve = []
     for _ in range(max(1, restarts)):
-        if random_start:
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x_adv = (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
-        else:
-            x_adv = x.clone()
-        for _ in range(steps):
-            grad = _input_gradient(model, x_adv, labels, loss)
-            x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
-        if restarts <= 1:
-            return x_adv.detach()
-        with torch.no_grad():
-            now_fooled = model(x_adv).argmax(dim=1) != labels
-        take = now_fooled & ~fooled
-        best[take] = x_adv[take]
-        # Examples never fooled keep the last restart's point, a valid in-budget attempt.
-        best[~fooled & ~now_fooled] = x_adv[~fooled & ~now_fooled]
-        fooled |= now_fooled
-    return best.detach()
+        idx = robust.nonzero().squeeze(1)
+        for start in range(0, len(idx), batch_size):
+            sel = idx[start : start + batch_size]
+            found = _pgd_once(model, x[sel], labels[sel], eps, step_size, steps, loss, random_start, generator)
+            check_budget(x[sel], found, eps)
+            x_adv[sel] = found
+            robust[sel] = correct(model, found, labels[sel], batch_size)
+        curve.append(100.0 * robust.float().mean().item())
+    return RestartResult(x_adv, robust, curve)
 
 
 def check_budget(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BUDGET_TOLERANCE) -> None:

@@ -8,17 +8,11 @@ multi-restart PGD on the x-ent and CW losses, a PGD steps sweep, and PGD at a la
 then the sanity checks of :mod:`smoothsqueeze.audit_flags`. Every adversarial batch is
 checked against its budget (attacks.check_budget).
 
-Command line (the Snakemake rules call these)::
-
-    python -m smoothsqueeze.audit model --spec JSON --checkpoint M --data D --record R --out A
-    python -m smoothsqueeze.audit table --audits A1 A2 ... --csv T.csv --tex T.tex --html T.html
+Command line: `python -m smoothsqueeze audit ...`; the study's table: :mod:`smoothsqueeze.audit_table`.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -27,9 +21,9 @@ import torch
 from torch import nn
 
 from . import audit_flags as af
-from .artifacts import atomic_path, read_json, sha256_file, write_json
-from .attacks import check_budget, pgd
-from .cli_support import exit_status
+from .artifacts import read_json, sha256_file, write_json
+from .attacks import check_budget, pgd_restarts
+from .attacks import correct
 
 
 from .audit_settings import AA_ATTACKS, AA_KEYS, DEFAULTS, SETTINGS_SCHEMA, resolve_settings  # noqa: E402,F401 - re-exported
@@ -50,15 +44,6 @@ class _Collect(logging.Handler):
         print(f"[autoattack] {msg}", flush=True)
         if record.levelno >= logging.WARNING:
             self.warnings[msg] = self.warnings.get(msg, 0) + 1
-
-
-def _robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Per-example correctness of `model` on float images `x`."""
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            out.append(model(x[start : start + batch_size]).argmax(1) == y[start : start + batch_size])
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
 def run_autoattack(
@@ -99,37 +84,24 @@ def run_autoattack(
             started = time.perf_counter()
             x_adv, _ = runner.run_standard_evaluation(x, y, batch_size=batch_size)
             check_budget(x, x_adv, eps)
-            masks[AA_KEYS[name]] = _robust(model, x_adv, y, batch_size)
+            masks[AA_KEYS[name]] = correct(model, x_adv, y, batch_size)
             seconds[AA_KEYS[name]] = time.perf_counter() - started
     finally:
         logger.removeHandler(handler)
     return masks, seconds, handler.warnings
 
 
-def pgd_restarts(
+def _pgd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, restarts: int, loss: str,
     step_factor: float, batch_size: int, generator: torch.Generator,
 ) -> tuple[torch.Tensor, list[float]]:
-    """PGD from `restarts` random starts, each on the examples no earlier restart fooled.
-
-    Step size step_factor * eps / steps (Madry et al.'s 2.5 eps / steps). Returns the robust
-    mask (robust only if no restart fooled it) and the accuracy (%) after each restart.
-    """
-    robust = _robust(model, x, y, batch_size)
-    curve = []
-    step_size = step_factor * eps / steps
-    for _ in range(restarts):
-        idx = robust.nonzero().squeeze(1)
-        for start in range(0, len(idx), batch_size):
-            sel = idx[start : start + batch_size]
-            x_adv = pgd(
-                model, x[sel], y[sel], eps=eps, step_size=step_size, steps=steps, loss=loss,  # type: ignore[arg-type]
-                random_start=True, generator=generator,
-            )
-            check_budget(x[sel], x_adv, eps)
-            robust[sel] = _robust(model, x_adv, y[sel], batch_size)
-        curve.append(100.0 * robust.float().mean().item())
-    return robust, curve
+    """Survivor-only PGD (attacks.pgd_restarts) on the clean-correct examples, step size step_factor
+    * eps / steps (Madry et al.'s 2.5 eps / steps): the robust mask and the accuracy (%) after each restart."""
+    found = pgd_restarts(
+        model, x, y, eps, step_factor * eps / steps, steps, loss, restarts,  # type: ignore[arg-type]
+        generator=generator, batch_size=batch_size, candidates=correct(model, x, y, batch_size),
+    )
+    return found.robust, found.curve
 
 
 def _pct(mask: torch.Tensor) -> float:
@@ -156,7 +128,7 @@ def audit_model(
     generator = torch.Generator(device=x.device).manual_seed(settings["seed"])
     masks: dict[str, torch.Tensor] = {}
     seconds: dict[str, float] = {}
-    clean = _robust(model, x, y, bs)
+    clean = correct(model, x, y, bs)
     log(f"auditing {n} images at eps {eps:g}: clean {_pct(clean):.2f}%")
 
     aa_masks, aa_seconds, aa_warnings = run_autoattack(model, x, y, eps, settings["autoattack"], bs, settings["seed"])
@@ -168,7 +140,7 @@ def audit_model(
     for loss in pg["losses"]:
         key = f"pgd_{loss}"
         masks[key], curves[key] = _timed(
-            seconds, key, lambda: pgd_restarts(model, x, y, eps, pg["steps"], pg["restarts"], loss, pg["step_factor"], bs, generator)
+            seconds, key, lambda: _pgd(model, x, y, eps, pg["steps"], pg["restarts"], loss, pg["step_factor"], bs, generator)
         )
         strong[key] = (pg["steps"], pg["restarts"], _pct(masks[key]))
     sweep: dict[int, float] = {}
@@ -177,7 +149,7 @@ def audit_model(
             sweep[steps] = curves["pgd_xent"][0]  # the first restart of pgd_xent is this run
             continue
         key = f"sweep_pgd{steps}_xent"
-        masks[key], _ = _timed(seconds, key, lambda: pgd_restarts(model, x, y, eps, steps, 1, "xent", pg["step_factor"], bs, generator))
+        masks[key], _ = _timed(seconds, key, lambda: _pgd(model, x, y, eps, steps, 1, "xent", pg["step_factor"], bs, generator))
         sweep[steps] = _pct(masks[key])
     for key, value in masks.items():
         log(f"{key}: {_pct(value):.2f}% ({seconds[key]:.1f} s)")
@@ -188,7 +160,7 @@ def audit_model(
     for loss in ("xent", "cw"):
         mask, _ = _timed(
             seconds, f"large_eps_{loss}",
-            lambda: pgd_restarts(model, x, y, large_eps, settings["large_eps_steps"], 1, loss, pg["step_factor"], bs, generator),
+            lambda: _pgd(model, x, y, large_eps, settings["large_eps_steps"], 1, loss, pg["step_factor"], bs, generator),
         )
         large[loss] = _pct(mask)
         large_mask &= mask
@@ -280,23 +252,16 @@ def run(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Audit one stored model; writes one JSON record."""
-    from .checkpoints import load_model
-    from .data import load_dataset
-    from .device import pick_device
+    from .prologue import open_stage
     from .provenance import provenance
 
     started = time.perf_counter()
-    dev = pick_device(device)
     settings = spec["settings"]
-    model = load_model(checkpoint, dev, expect_architecture=spec.get("architecture"))
-    for param in model.parameters():
-        param.requires_grad_(False)
-    data = load_dataset(data_path)
-    n = min(settings["n_examples"] or len(data.x_test), len(data.x_test))
-    x, y = data.scale(data.x_test[:n]).to(dev), data.y_test[:n].to(dev)
+    stage = open_stage(checkpoint, data_path, settings["n_examples"] or None, spec.get("architecture"), device, frozen=True)
+    x, y = stage.test_images()
     record = read_json(record_path) if record_path else None
-    result = audit_model(model, x, y, settings, record)
-    inputs = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "data": str(data_path)}
+    result = audit_model(stage.model, x, y, settings, record)
+    inputs = dict(stage.inputs)
     if record_path:
         inputs.update(record=str(record_path), record_sha256=sha256_file(record_path))
     out_record = {
@@ -306,143 +271,9 @@ def run(
         "inputs": inputs,
         "wall_seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time(),  # this process's CPU time so far, imports included
-        "provenance": provenance(dev),
+        "provenance": provenance(stage.device),
     }
     write_json(out, out_record)
     print(f"audit done in {out_record['wall_seconds']:.1f} s: AutoAttack {result['accuracy']['autoattack']}, "
           f"strongest {result['accuracy']['strongest']:.2f}%, masking suspected: {result['masking_suspected']}", flush=True)
     return out_record
-
-
-# --------------------------------------------------------------------------- table
-
-
-def _table_columns() -> list[Any]:
-    from .tables import Column
-
-    claimed, audited, per = "Claimed (paper's attacks)", "Audited", "Per attack (audit)"
-    return [
-        Column("model", "Model", fmt="text"),
-        Column("n", "n", fmt="num"),
-        Column("clean", "Clean"),
-        Column("claimed_pgd_xent", "PGD x-ent", group=claimed),
-        Column("claimed_pgd_cw", "PGD CW", group=claimed),
-        Column("autoattack", "AutoAttack", group=audited),
-        Column("strongest", "Strongest", group=audited),
-        Column("drop", "Drop", group=audited, fmt="diff"),
-        Column("strongest_with_record_aggregate", "Strongest incl. record (aggregate min)", group=per, in_tex=False),
-        *(Column(k, label, group=per, in_tex=False) for k, label in (
-            ("apgd_ce", "APGD-CE"), ("apgd_t", "APGD-T"), ("fab_t", "FAB-T"), ("square", "Square"),
-            ("pgd_xent", "PGD x-ent (restarts)"), ("pgd_cw", "PGD CW (restarts)"), ("large_eps", "Large eps"),
-        )),
-        Column("flags", "Flags", fmt="text"),
-        Column("masking_suspected", "Masking suspected", tex="Masking?", fmt="text"),
-    ]
-
-
-def table_rows(audits: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per audit record: claimed robustness (the paper's PGD attacks, from the evaluation
-    record) against audited robustness; drop = min(claimed) - strongest, in points."""
-    rows = []
-    for rec in audits:
-        acc, claimed = rec["accuracy"], rec.get("claimed", {})
-        claims = [v for v in (claimed.get("pgd_xent"), claimed.get("pgd_cw")) if v is not None]
-        raised = [af.FLAG_LABELS[name].split(":")[0] for name in af.FLAG_NAMES if rec["flags"][name]["raised"]]
-        rows.append(
-            {
-                "model": rec.get("model_id", "?"),
-                "n": rec["n"],
-                "clean": acc["clean"],
-                "claimed_pgd_xent": claimed.get("pgd_xent"),
-                "claimed_pgd_cw": claimed.get("pgd_cw"),
-                "autoattack": acc.get("autoattack"),
-                "strongest": acc["strongest"],
-                "drop": min(claims) - acc["strongest"] if claims else None,
-                "strongest_with_record_aggregate": acc.get("strongest_with_record_aggregate"),
-                **{k: acc.get(k) for k in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd_xent", "pgd_cw", "large_eps")},
-                "flags": ",".join((["training collapsed"] if claimed.get("training_collapsed") else []) + raised) or "none",
-                "masking_suspected": "yes" if rec["masking_suspected"] else "no",
-            }
-        )
-    return rows
-
-
-def table_caption(audits: list[Mapping[str, Any]]) -> str:
-    """Plain-text settings of the audit (from the first record; the rule gives all records the same)."""
-    if not audits:
-        return "No models audited."
-    rec = audits[0]
-    s, units = rec["settings"], rec["settings"].get("pixel_units", 1)
-    eps = f"{s['eps'] * units:g}" + (f"/{units:g}" if units != 1 else "")
-    aa, pg = s["autoattack"], s["pgd"]
-    flags = "; ".join(f"{af.FLAG_LABELS[name]}" for name in af.FLAG_NAMES)
-    return (
-        f"Study {rec.get('study', '?')}, L-inf eps = {eps}; accuracies in %. Claimed: the evaluation record's white-box PGD "
-        f"accuracy (x-ent, CW). AutoAttack ({', '.join(aa['attacks'])}; APGD {aa['apgd_iter']} it., {aa['apgd_t_targets']} targets; "
-        f"FAB-T {aa['fab_iter']} it., {aa['fab_targets']} targets; Square {aa['square_queries']} queries): per-example worst case. "
-        f"Strongest: per-example worst case over every audit attack (AutoAttack, PGD {pg['steps']} steps x {pg['restarts']} restarts "
-        f"on {', '.join(pg['losses'])}, PGD sweep {s['sweep_steps']}). Drop = min(claimed) - strongest. Flags: {flags}."
-    )
-
-
-def write_table(audits: list[Mapping[str, Any]], csv_path: str | Path, tex_path: str | Path, html_path: str | Path) -> None:
-    """reports/<study>/tables/audit.{csv,tex,html}: every column in CSV/HTML, the headline ones in LaTeX (booktabs)."""
-    import pandas as pd
-
-    from .tables import latex_escape, to_csv, to_html, to_latex
-
-    columns = _table_columns()
-    frame = pd.DataFrame(table_rows(audits), columns=[c.key for c in columns])
-    caption = table_caption(audits)
-    study = audits[0].get("study", "study") if audits else "study"
-    title = "Gradient-masking audit: claimed vs audited robustness"
-    texts = (
-        to_csv(columns, frame),
-        to_latex(columns, frame, f"{latex_escape(title)}. {latex_escape(caption)}", f"tab:{study}-audit"),
-        to_html(columns, frame, title, caption),
-    )
-    for path, text in zip((csv_path, tex_path, html_path), texts):
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _json_arg(text: str) -> dict[str, Any]:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {err}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.audit", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("model", help="audit one model")
-    p.add_argument("--spec", type=_json_arg, required=True, help="settings (resolve_settings), architecture, info (JSON)")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--record", default=None, help="the model's evaluation record (claimed accuracies)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--device", default=None)
-    p = sub.add_parser("table", help="per-study audit table (CSV and LaTeX)")
-    p.add_argument("--audits", nargs="+", required=True)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--tex", required=True)
-    p.add_argument("--html", required=True)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    def action() -> None:
-        if args.command == "model":
-            run(args.spec, args.checkpoint, args.data, args.record, args.out, args.device)
-        else:
-            write_table([read_json(path) for path in args.audits], args.csv, args.tex, args.html)
-    return exit_status(action)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

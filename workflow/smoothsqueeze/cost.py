@@ -6,17 +6,15 @@ adversarial training at roughly (k + 1)x. This table measures it from the jobs t
 """
 from __future__ import annotations
 
-import argparse
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .artifacts import atomic_path, read_json
-from .cli_support import exit_status
 from .errors import PipelineError
+from .render import Column, latex_escape, to_csv, to_html, to_latex
 
 
 def read_benchmark(path: str | Path) -> dict[str, float]:
@@ -30,6 +28,7 @@ def read_benchmark(path: str | Path) -> dict[str, float]:
 
 
 def kind_of(entry: dict[str, Any]) -> str:
+    """natural | regularized | adversarial (PGD-k), from a grid entry."""
     if entry.get("adversarial"):
         return f"adversarial (PGD-{entry['adversarial']['steps']})"
     if entry.get("alpha") or entry.get("beta") or entry.get("sigma"):
@@ -67,35 +66,30 @@ def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def write_tables(frame: pd.DataFrame, csv_path: str | Path, tex_path: str | Path, study: str) -> None:
-    with atomic_path(csv_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    header = {
-        "model": "Model", "kind": "Training", "k": "$k$", "train_job_s": "Train job (s)",
-        "train_loop_s_per_1k_iter": "s / 1k iter",
-        "train_loop_cpu_s_per_1k_iter": "CPU s / 1k iter", "evaluate_job_s": "Eval job (s)",
-        "train_max_rss_mb": "Max RSS (MB)", "cost_vs_regularized": "Cost vs. reg.",
-    }
-    body = frame.rename(columns=header).to_latex(index=False, escape=True, float_format="%.2f")
-    caption = f"Measured cost of every model of the {study.replace('_', chr(92) + '_')} study (per-iteration training CPU time relative to the median regularized/natural model)."
-    with atomic_path(tex_path) as tmp:
-        tmp.write_text("\\begin{table}[t]\n\\centering\n\\caption{" + caption + "}\n" + body + "\\end{table}\n")
+COLUMNS = [
+    Column("model", "model", "Model", fmt="text"),
+    Column("kind", "training", "Training", fmt="text"),
+    Column("k", "k", "$k$", fmt="raw"),
+    Column("train_job_s", "train job (s)", r"\shortstack{Train\\job (s)}", fmt="raw"),
+    Column("train_loop_s_per_1k_iter", "s / 1k iter.", r"\shortstack{s /\\1k it.}", fmt="raw"),
+    Column("train_loop_cpu_s_per_1k_iter", "CPU s / 1k iter.", r"\shortstack{CPU s\\/ 1k it.}", fmt="raw"),
+    Column("evaluate_job_s", "eval. job (s)", r"\shortstack{Eval.\\job (s)}", fmt="raw"),
+    Column("train_max_rss_mb", "max RSS (MB)", r"\shortstack{Max RSS\\(MB)}", fmt="raw"),
+    Column("cost_vs_regularized", "cost vs. regularized", r"\shortstack{Cost vs.\\reg.}", fmt="raw"),
+]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.cost", description=__doc__)
-    parser.add_argument("--study", required=True)
-    parser.add_argument("--model", nargs=4, action="append", default=[], metavar=("SETTINGS", "METRICS", "TRAIN_BENCH", "EVAL_BENCH"))
-    parser.add_argument("--csv", required=True)
-    parser.add_argument("--tex", required=True)
-    args = parser.parse_args(argv)
-    def action() -> None:
-        models = [dict(zip(("settings", "metrics", "train_benchmark", "evaluate_benchmark"), m)) for m in args.model]
-        frame = cost_table(models)
-        write_tables(frame, args.csv, args.tex, args.study)
-        print(frame.to_string(index=False))
-    return exit_status(action)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def write_tables(frame: pd.DataFrame, study: str, csv_path: str | Path, tex_path: str | Path, html_path: str | Path | None = None) -> None:
+    """reports/<study>/tables/cost.{csv,tex[,html]}: the CSV holds the values as computed."""
+    title = "Measured cost of every model"
+    caption = (
+        f"Study {study}: per-iteration training CPU time relative to the median regularized/natural model "
+        "(ratios use CPU time: on a shared machine wall time also counts other jobs' load)."
+    )
+    tex_caption = f"Measured cost of every model of the {latex_escape(study)} study (per-iteration training CPU time relative to the median regularized/natural model)."
+    texts = [(csv_path, to_csv(COLUMNS, frame)), (tex_path, to_latex(COLUMNS, frame, tex_caption, f"tab:{study}-cost", resize=True))]
+    if html_path is not None:
+        texts.append((html_path, to_html(COLUMNS, frame, title, caption)))
+    for path, text in texts:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)

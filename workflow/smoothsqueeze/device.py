@@ -11,6 +11,7 @@ import os
 
 import torch
 
+from .errors import PipelineError
 from .gpu_claim import DeviceClaim, claim_device
 
 _CLAIM: DeviceClaim | None = None  # one claim per process; each claim_device() call takes a new lock
@@ -19,6 +20,7 @@ _CLAIM: DeviceClaim | None = None  # one claim per process; each claim_device() 
 def pick_device(requested: str | None = None) -> torch.device:
     """Return the device a stage should run on."""
     global _CLAIM
+    source = "--device" if requested else "SMOOTHSQUEEZE_DEVICE"
     choice = requested or os.environ.get("SMOOTHSQUEEZE_DEVICE") or "auto"
     if choice == "auto":
         if not torch.cuda.is_available():
@@ -26,7 +28,10 @@ def pick_device(requested: str | None = None) -> torch.device:
         if _CLAIM is None:
             _CLAIM = claim_device()
         return torch.device(str(_CLAIM))
-    device = torch.device(choice)
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, ValueError):
+        raise PipelineError(f"{source}={choice!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         return torch.device("cpu")
     return device

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -15,11 +15,10 @@ from torch import nn
 
 from .artifacts import read_npz, sha256_file, write_json, write_npz
 from .attacks import check_budget, pgd
-from .checkpoints import load_model
-from .data import Dataset, load_dataset
-from .device import pick_device
+from .data import Dataset
 from .errors import PipelineError
 from .inference import accuracy
+from .prologue import open_stage
 from .provenance import provenance
 
 
@@ -66,27 +65,21 @@ def attack_dataset(
     return torch.cat(outs), data.y_test[:n].cpu()
 
 
-def _n_examples(data: Dataset, max_examples: int | None) -> int:
-    return len(data.x_test) if max_examples is None else min(max_examples, len(data.x_test))
+def craft_blackbox(spec: Mapping[str, Any], source_checkpoint: str | Path, data_path: str | Path, out: str | Path, device: str | None = None) -> None:
+    """Craft one adversarial copy of the test set on the source model and store it once.
 
-
-def craft_blackbox(
-    source_checkpoint: str | Path, data_path: str | Path, attack: dict[str, Any], out: str | Path,
-    batch_size: int, max_examples: int | None, seed: int, architecture: str | None = None, device: str | None = None,
-) -> None:
-    """Craft one adversarial copy of the test set on the source model and store it once."""
-    dev = pick_device(device)
-    model = load_model(source_checkpoint, dev, expect_architecture=architecture)
-    data = load_dataset(data_path)
-    n = _n_examples(data, max_examples)
-    x_adv, y = attack_dataset(model, data, attack, n, batch_size, seed)
-    source_acc = accuracy(model, x_adv, y)
+    `spec`: attack (resolved), batch_size, max_examples, seed, architecture.
+    """
+    stage = open_stage(source_checkpoint, data_path, spec.get("max_examples"), spec.get("architecture"), device)
+    attack, seed = spec["attack"], spec["seed"]
+    x_adv, y = attack_dataset(stage.model, stage.data, attack, stage.n, spec["batch_size"], seed)
+    source_acc = accuracy(stage.model, x_adv, y)
     meta = {
-        "attack": attack, "source_checkpoint": str(source_checkpoint), "source_sha256": sha256_file(source_checkpoint),
-        "data": str(data_path), "n": n, "source_accuracy": source_acc, "seed": seed, "provenance": provenance(dev),
+        "attack": attack, "source_checkpoint": str(source_checkpoint), "source_sha256": stage.inputs["checkpoint_sha256"],
+        "data": str(data_path), "n": stage.n, "source_accuracy": source_acc, "seed": seed, "provenance": provenance(stage.device),
     }
     write_npz(out, x_adv=x_adv.numpy().astype(np.float32), y=y.numpy(), meta=np.array(json.dumps(meta)))
-    print(f"crafted {attack['name']} on {source_checkpoint}: {n} images, source-model accuracy {source_acc:.2f}%", flush=True)
+    print(f"crafted {attack['name']} on {source_checkpoint}: {stage.n} images, source-model accuracy {source_acc:.2f}%", flush=True)
 
 
 def load_blackbox_set(path: str | Path, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -109,15 +102,17 @@ def load_blackbox_set(path: str | Path, data: Dataset) -> tuple[torch.Tensor, to
 
 
 def evaluate(
-    checkpoint: str | Path, data_path: str | Path, whitebox: list[dict[str, Any]], blackbox_sets: dict[str, str | Path],
-    out: str | Path, batch_size: int, max_examples: int | None, seed: int, info: dict[str, Any],
-    architecture: str | None = None, device: str | None = None,
+    spec: Mapping[str, Any], checkpoint: str | Path, data_path: str | Path, blackbox_sets: Mapping[str, str | Path],
+    out: str | Path, device: str | None = None,
 ) -> dict[str, Any]:
-    """Clean, white-box and black-box accuracy of one model; writes one JSON record."""
-    dev = pick_device(device)
-    model = load_model(checkpoint, dev, expect_architecture=architecture)
-    data = load_dataset(data_path)
-    n = _n_examples(data, max_examples)
+    """Clean, white-box and black-box accuracy of one model; writes one JSON record.
+
+    `spec`: whitebox (resolved attacks), batch_size, max_examples, seed, info (copied into the
+    record), architecture. `blackbox_sets`: name -> stored set (craft_blackbox).
+    """
+    stage = open_stage(checkpoint, data_path, spec.get("max_examples"), spec.get("architecture"), device)
+    model, data, n = stage.model, stage.data, stage.n
+    batch_size, seed = spec["batch_size"], spec["seed"]
     acc: dict[str, float] = {
         "train": accuracy(model, data.x_train, data.y_train, data.max_value, batch_size),
         "test": accuracy(model, data.x_test[:n], data.y_test[:n], data.max_value, batch_size),
@@ -126,7 +121,7 @@ def evaluate(
     if training["collapsed"]:
         print(f"WARNING: {training['reason']}; its robustness numbers are marked 'training collapsed' everywhere", flush=True)
     details: dict[str, Any] = {"whitebox": {}, "blackbox": {}}
-    for attack in whitebox:
+    for attack in spec["whitebox"]:
         x_adv, y = attack_dataset(model, data, attack, n, batch_size, seed)
         key = f"whitebox_{attack['name']}"
         acc[key] = accuracy(model, x_adv, y, 1.0, batch_size)
@@ -142,15 +137,15 @@ def evaluate(
         }
         print(f"black-box {name}: {acc[key]:.2f}%", flush=True)
     record = {
-        **info,
+        **spec.get("info", {}),
         "n_test": n,
         "n_train": len(data.x_train),
         "accuracy": acc,
         "training": training,
         "attacks": details,
-        "inputs": {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "data": str(data_path)},
+        "inputs": stage.inputs,
         "seed": seed,
-        "provenance": provenance(dev),
+        "provenance": provenance(stage.device),
     }
     write_json(out, record)
     return record

@@ -9,9 +9,8 @@ written (a figure with no eligible model says so), so the targets are static.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,6 @@ from typing import Any, Callable
 import numpy as np
 
 from .artifacts import atomic_path, read_json, read_npz
-from .cli_support import exit_status, json_object
 from .errors import PipelineError
 
 
@@ -802,32 +800,3 @@ def run(spec: dict[str, Any], out_dir: str | Path) -> list[Path]:
         if verdict:
             print(f"{name}: {verdict}", flush=True)
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.figures", description="The paper's figures for one study.")
-    parser.add_argument("--spec", type=json_object("--spec", ("study", "eps")), required=True,
-                        help="study, eps, pixel_units and, unless the file lists below are given, models [{model_id, entry, analysis, summary, metrics, record?, audit?}] (JSON)")
-    parser.add_argument("--summaries", nargs="+", help="analysis summaries (.json), one per model in grid order: model ids and grid entries come from them")
-    parser.add_argument("--analysis", nargs="+", help="analysis arrays (.npz), same order")
-    parser.add_argument("--metrics", nargs="+", help="training metrics.json files, same order")
-    parser.add_argument("--records", nargs="*", default=[], help="evaluation records (measured PGD), same order; optional")
-    parser.add_argument("--audits", nargs="*", default=[], help="audit records (AutoAttack), same order; optional")
-    parser.add_argument("--out-dir", required=True)
-    args = parser.parse_args(argv)
-
-    def action() -> None:
-        spec = dict(args.spec)
-        if args.summaries:
-            if not (args.analysis and args.metrics):
-                raise PipelineError("--summaries needs --analysis and --metrics (one per model, same order)")
-            spec["models"] = models_from_files(args.summaries, args.analysis, args.metrics, args.records, args.audits)
-        elif "models" not in spec:
-            raise PipelineError("--spec has no 'models' and no --summaries/--analysis/--metrics were given")
-        run(spec, out_dir=args.out_dir)
-
-    return exit_status(action)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

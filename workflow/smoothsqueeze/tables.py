@@ -1,33 +1,31 @@
 """Tables stage: one CSV row per evaluated model, aggregated into the paper's tables.
 
 Everything is rendered from the evaluation records (and, for Table 1, the analysis
-summaries), never typed. Each table is written three times: CSV (2 decimals), LaTeX (a
-`table` float using booktabs only) and a small HTML page the Snakemake report shows inline.
+summaries), never typed. Each table is written three times by :mod:`smoothsqueeze.render`:
+CSV (2 decimals), LaTeX (a booktabs `table` float) and a small HTML page the Snakemake report
+shows inline; this module holds the paper's vocabulary (labels, notes) they are given.
 
-    row      records/<model>.json [+ analysis/<model>.json]  -> rows/<model>.csv
-    table    rows/*.csv -> tables/<name>.{csv,tex,html}     name: accuracy | whitebox | blackbox | eq4
-    compare  rows/*.csv + a paper CSV -> tables/paper_<table>.{csv,tex,html}
+    table-row  records/<model>.json [+ analysis/<model>.json]  -> rows/<model>.csv
+    table      rows/*.csv -> tables/<name>.{csv,tex,html}     name: accuracy | whitebox | blackbox | eq4
+    compare    rows/*.csv + a paper CSV -> tables/paper_<table>.{csv,tex,html}
 
 Columns come from the study's attack names (`--spec`), so any study gets its own tables;
 a row file that does not exist is left out of the table (with a note on stderr).
 """
 from __future__ import annotations
 
-import argparse
-import html
 import math
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
 from . import paper
-from .artifacts import atomic_path, read_json
-from .cli_support import exit_status, json_object
+from .artifacts import atomic_path
 from .errors import PipelineError
+from .render import Column, latex_escape, missing, to_csv, to_html, to_latex
 
 #: Identity columns of a row file; the accuracy columns (train, test, whitebox_*, blackbox_*)
 #: and predicted_eq4 follow.
@@ -44,13 +42,12 @@ STUDY_TABLES = {
         "Eq. 4 predicted: correct and eps below eps_L of every wrong class, top class: of the largest wrong logit only"
     ),
 }
-MISSING_TEX = "--"
 #: Row marks (the `note` column): never a robustness number without them.
 COLLAPSED = "training collapsed"
 SOURCE = "black-box source (its black-box numbers are white-box)"
 #: A reproduced model this many points of test accuracy below the paper's row is marked.
 FAR_BELOW = 20.0
-#: LaTeX tables with more columns than this are set in \scriptsize with narrow column gaps.
+#: LaTeX tables with more columns than this are scaled down to the text width when wider.
 WIDE = 10
 
 
@@ -129,7 +126,7 @@ def row_note(record: dict[str, Any]) -> str:
 
 def marks(note: Any) -> list[str]:
     """The marks of a row's `note` cell ('' or NaN, as read back from a CSV, has none)."""
-    return [] if _missing(note) else [m for m in str(note).split("; ") if m]
+    return [] if missing(note) else [m for m in str(note).split("; ") if m]
 
 
 def write_row(row: dict[str, Any], out: str | Path) -> None:
@@ -158,16 +155,6 @@ def read_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- columns
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str  # CSV header and the row-file column it shows
-    label: str  # header in HTML
-    tex: str | None = None  # header in LaTeX (None: the escaped label)
-    group: str = ""  # spanning header over consecutive columns
-    fmt: str = "pct"  # pct | diff | num | text
-    in_tex: bool = True
 
 
 _TOKENS = {"xent": "x-ent", "cw": "CW", "fgsm": "FGSM", "rand": "rand.", "pgd": "PGD"}
@@ -310,116 +297,40 @@ def _number(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-# ---------------------------------------------------------------- rendering
+# ---------------------------------------------------------------- vocabulary of the LaTeX and HTML views
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+#: Short LaTeX for a row mark (the CSV keeps the full words).
+_TEX_MARKS = {SOURCE: "black-box source"}
 
 
-def format_cell(value: Any, fmt: str, for_csv: bool) -> str:
-    if _missing(value):
-        return "" if for_csv else MISSING_TEX
-    if fmt == "text":
-        return str(value) if for_csv else _PAPER_WORDS.get(str(value), str(value))
-    number = float(value)
-    if fmt == "num":
-        return str(int(number)) if number.is_integer() else format(number, "g")
-    if fmt == "diff" and not for_csv:
-        return f"{number:+.2f}"
-    return f"{number:.2f}"
+def _short_defense(text: str) -> str:
+    """'PGD-10 adv. (eps 0.2, step 0.05) + noise' -> 'PGD-10 adv. + noise': the budget goes to the caption."""
+    return re.sub(r" \(eps [^)]*\)", "", text)
 
 
-def latex_escape(text: str) -> str:
-    out = text.replace("\\", r"\textbackslash{}")
-    for char in "&%$#_{}":
-        out = out.replace(char, "\\" + char)
-    return out.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
+def html_words(key: str, text: str) -> str:
+    return _PAPER_WORDS.get(text, text)
 
 
-def _groups(columns: list[Column]) -> list[tuple[str, int, int]]:
-    """Runs of equal `group`: (group, first, last), 1-based column numbers."""
-    runs: list[tuple[str, int, int]] = []
-    for i, col in enumerate(columns, start=1):
-        if runs and runs[-1][0] == col.group:
-            runs[-1] = (col.group, runs[-1][1], i)
-        else:
-            runs.append((col.group, i, i))
-    return runs
+def tex_words(key: str, text: str) -> str:
+    """A text cell in LaTeX: shorter defence labels and marks than the CSV's, then escaped."""
+    if key == "defense":
+        return latex_escape(_short_defense(text))
+    if key == "note":
+        return latex_escape("; ".join(_TEX_MARKS.get(m, m) for m in marks(text)))
+    return latex_escape(_PAPER_WORDS.get(text, text))
 
 
-def to_csv(columns: list[Column], frame: pd.DataFrame) -> str:
-    cells = pd.DataFrame(
-        [[format_cell(row[c.key], c.fmt, True) for c in columns] for row in frame.to_dict("records")],
-        columns=[c.key for c in columns],
-    )
-    return cells.to_csv(index=False, lineterminator="\n")
-
-
-def _stacked(label: str) -> str:
-    """LaTeX for a header; a label of several words is stacked on two lines ('PGD-40' over 'x-ent')."""
-    words = label.split(" ", 1)
-    return latex_escape(label) if len(words) == 1 else rf"\shortstack{{{latex_escape(words[0])}\\{latex_escape(words[1])}}}"
-
-
-def _tex_header(col: Column) -> str:
-    return col.tex if col.tex is not None else _stacked(col.label)
-
-
-def to_latex(columns: list[Column], frame: pd.DataFrame, caption: str, label: str) -> str:
-    """A booktabs `table` float; `caption` is LaTeX already."""
-    cols = [c for c in columns if c.in_tex]
-    lines = [
-        "% Generated by smoothsqueeze.tables from the evaluation records; do not edit by hand.",
-        r"\begin{table}[htbp]",
-        r"\centering",
-        *([r"\scriptsize", r"\setlength{\tabcolsep}{3pt}"] if len(cols) > WIDE else [r"\small"]),
-        rf"\caption{{{caption}}}",
-        rf"\label{{{label}}}",
-        r"\begin{tabular}{" + "".join("l" if c.fmt == "text" else "r" for c in cols) + "}",
-        r"\toprule",
-    ]
-    runs = _groups(cols)
-    if any(group for group, _, _ in runs):
-        cells, rules = [], []
-        for group, first, last in runs:
-            if group:
-                cells.append(rf"\multicolumn{{{last - first + 1}}}{{c}}{{{_stacked(group)}}}")
-                rules.append(rf"\cmidrule(lr){{{first}-{last}}}")
-            else:
-                cells += [""] * (last - first + 1)
-        lines += [" & ".join(cells) + r" \\", " ".join(rules)]
-    lines += [" & ".join(_tex_header(c) for c in cols) + r" \\", r"\midrule"]
-    for row in frame.to_dict("records"):
-        cells = [format_cell(row[c.key], c.fmt, False) for c in cols]
-        cells = [latex_escape(v) if c.fmt == "text" else v for c, v in zip(cols, cells)]
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def to_html(columns: list[Column], frame: pd.DataFrame, title: str, caption: str) -> str:
-    """A standalone HTML page holding the table (what the Snakemake report shows inline)."""
-    esc = html.escape
-    head = []
-    runs = _groups(columns)
-    if any(group for group, _, _ in runs):
-        head.append("<tr>" + "".join(f'<th colspan="{last - first + 1}">{esc(group)}</th>' for group, first, last in runs) + "</tr>")
-    head.append("<tr>" + "".join(f"<th>{esc(c.label)}</th>" for c in columns) + "</tr>")
-    body = [
-        "<tr>" + "".join(f'<td class="{c.fmt}">{esc(format_cell(row[c.key], c.fmt, False))}</td>' for c in columns) + "</tr>"
-        for row in frame.to_dict("records")
-    ]
-    style = (
-        "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-        "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.text{text-align:left}"
-        "thead tr:last-child th{border-bottom:2px solid #444}"
-    )
-    return (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{esc(title)}</title><style>{style}</style></head>\n'
-        f"<body>\n<p><b>{esc(title)}</b>. {esc(caption)}</p>\n<table>\n<thead>\n" + "\n".join(head) + "\n</thead>\n<tbody>\n"
-        + "\n".join(body) + "\n</tbody>\n</table>\n</body></html>\n"
-    )
+def adversarial_text(frame: pd.DataFrame) -> str:
+    """Caption words for the adversarial-training budgets the LaTeX defence labels leave out."""
+    if "defense" not in frame.columns:
+        return ""
+    found = sorted({m[0] for d in frame["defense"] if isinstance(d, str) for m in [re.findall(r"PGD-\d+ adv\. \(eps [^)]*\)", d)] if m})
+    if not found:
+        return ""
+    parts = [re.sub(r"PGD-(\d+) adv\. \(eps ([^,]*), step ([^)]*)\)", r"PGD-\1 adv.\\ trained at $\\epsilon = \2$, step \3", f) for f in found]
+    return "; " + "; ".join(parts)
 
 
 def eps_text(spec: dict[str, Any]) -> str:
@@ -458,65 +369,41 @@ SQUEEZE_WORDS = {
 }
 
 
-def write_table(columns: list[Column], frame: pd.DataFrame, name: str, title: str, spec: dict[str, Any], paths: tuple[str, str, str]) -> None:
+def write_table(
+    columns: list[Column], frame: pd.DataFrame, name: str, title: str, spec: dict[str, Any], paths: Sequence[str | Path], resize: bool = False
+) -> None:
     """Write the CSV, LaTeX and HTML versions of one table."""
     label = f"tab:{spec['study']}-{name}"
     caption = f"{latex_escape(title)}. {settings_text(name, spec, tex=True)}"
-    texts = (to_csv(columns, frame), to_latex(columns, frame, caption, label), to_html(columns, frame, title, settings_text(name, spec)))
+    extra = adversarial_text(frame)
+    if extra:
+        caption = caption[:-1] + extra + "."
+    tex_columns = [c for c in columns if c.in_tex]
+    texts = (
+        to_csv(columns, frame),
+        to_latex(columns, frame, caption, label, tex_words, COMMENT, resize=resize or len(tex_columns) > WIDE),
+        to_html(columns, frame, title, settings_text(name, spec), html_words),
+    )
     for path, text in zip(paths, texts):
         with atomic_path(path) as tmp:
             tmp.write_text(text)
 
 
-# ---------------------------------------------------------------- command line
+COMMENT = "Generated by smoothsqueeze.tables from the evaluation records; do not edit by hand."
 
 
+def write_study_table(name: str, spec: dict[str, Any], row_paths: Iterable[str | Path], paths: Sequence[str | Path]) -> None:
+    """tables/<name>.{csv,tex,html} of one study from its row files."""
+    columns, frame = study_frame(name, read_rows(row_paths), spec)
+    write_table(columns, frame, name, STUDY_TABLES[name], spec, paths)
+    print(f"{paths[0]}: {len(frame)} rows")
 
 
-def _outputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--spec", type=json_object("--spec", ("study", "dataset", "eps", "whitebox", "blackbox", "blackbox_source")), required=True, help="study, dataset, eps, pixel_units, whitebox/blackbox attacks (JSON)")
-    p.add_argument("--rows", nargs="*", default=[], help="row files, in table order")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--tex", required=True)
-    p.add_argument("--html", required=True)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m smoothsqueeze.tables", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("row", help="one model's table row from its record (+ analysis summary)")
-    p.add_argument("--record", required=True)
-    p.add_argument("--analysis", default=None, help="analysis summary (.json) with predicted_robust_accuracy")
-    p.add_argument("--out", required=True)
-    p = sub.add_parser("table", help="a study table from row files")
-    p.add_argument("name", choices=sorted(STUDY_TABLES))
-    _outputs(p)
-    p = sub.add_parser("compare", help="ours vs the paper for every paper row with a model in the study")
-    p.add_argument("name", choices=sorted(paper.PAPER_TABLES))
-    p.add_argument("--paper-csv", default=None, help="the paper's CSV (default: workflow/paper/)")
-    _outputs(p)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    def action() -> None:
-        if args.command == "row":
-            summary = read_json(args.analysis) if args.analysis else None
-            write_row(build_row(read_json(args.record), summary), args.out)
-            return
-        rows, spec = read_rows(args.rows), args.spec
-        if args.command == "table":
-            columns, frame = study_frame(args.name, rows, spec)
-            title = STUDY_TABLES[args.name]
-        else:
-            paper_rows = paper.load(args.name, spec["dataset"], args.paper_csv)
-            columns, frame = comparison_frame(args.name, paper_rows, rows, spec)
-            title = f"Reproduced vs the paper's {paper.PAPER_TABLES[args.name].title}"
-        write_table(columns, frame, args.name, title, spec, (args.csv, args.tex, args.html))
-        print(f"{args.csv}: {len(frame)} rows")
-    return exit_status(action)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def write_comparison_table(
+    name: str, spec: dict[str, Any], row_paths: Iterable[str | Path], paper_csv: str | Path | None, paths: Sequence[str | Path]
+) -> None:
+    """tables/paper_<name>.{csv,tex,html}: ours vs the paper (wide by nature: scaled to the text width in LaTeX)."""
+    paper_rows = paper.load(name, spec["dataset"], paper_csv)
+    columns, frame = comparison_frame(name, paper_rows, read_rows(row_paths), spec)
+    write_table(columns, frame, name, f"Reproduced vs the paper's {paper.PAPER_TABLES[name].title}", spec, paths, resize=True)
+    print(f"{paths[0]}: {len(frame)} rows")

@@ -1,5 +1,6 @@
-"""Training settings by hand: the learning-rate milestones, crop + flip (default padding 2, as
-Madry's 32 -> 36 -> 32 pipeline) and noise given in 1/255 units for a study of pixel_units 255."""
+"""The training stage: its settings by hand (the learning-rate milestones, crop + flip with default
+padding 2 as Madry's 32 -> 36 -> 32 pipeline, noise given in 1/255 units for a study of pixel_units
+255, the initialisation, the batch-norm mode of training-time PGD, held-out images)."""
 from __future__ import annotations
 
 import copy
@@ -10,10 +11,11 @@ import pytest
 import torch
 
 import smoothsqueeze.train as sstrain
-from conftest import ROOT
+from conftest import ROOT, digits_settings
 from smoothsqueeze import config as sscfg
 from smoothsqueeze.data import Dataset
-from smoothsqueeze.train import crop_flip, learning_rate
+from smoothsqueeze.models import MadryCNN
+from smoothsqueeze.train import crop_flip, learning_rate, train_model
 
 CONFIG = sscfg.load_config(ROOT / "config.yaml")
 
@@ -94,3 +96,67 @@ def test_noise_in_1_255_units_reaches_training_as_sigma_over_255(tmp_path: Path,
     assert len(spy.inputs) == 4
     assert noise.mean().item() == pytest.approx(0.0, abs=0.005)
     assert noise.std().item() == pytest.approx(30 / 255, rel=0.02)  # not 30, not 30/255**2
+
+
+# ---------------------------------------------------------------- moved from test_fidelity.py
+
+
+def test_crop_padding_follows_the_setting() -> None:
+    x = torch.ones(400, 1, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    for pad in (0, 2, 4):
+        out = crop_flip(x, gen, pad)
+        zero_rows = (out == 0).all(dim=3).sum(dim=2).squeeze(1)  # rows of zero padding in each crop
+        zero_cols = (out == 0).all(dim=2).sum(dim=2).squeeze(1)
+        assert int(torch.maximum(zero_rows, zero_cols).max()) == pad, pad
+    assert CONFIG["studies"]["cifar10"]["train"]["crop_padding"] == 2  # Madry: 32 -> 36 -> random 32 crop
+
+
+def test_training_uses_the_init_setting(digits: Dataset, tmp_path: Path) -> None:
+    a = digits_settings({}, 1, init="madry")
+    b = digits_settings({}, 1, init="pytorch")
+    ma, _ = train_model(a, digits, tmp_path / "a", torch.device("cpu"), log=lambda _: None)
+    mb, _ = train_model(b, digits, tmp_path / "b", torch.device("cpu"), log=lambda _: None)
+    # one Adam step moves a bias by at most ~lr: Madry's biases start at 0.1
+    assert ma.conv1.bias.mean().item() == pytest.approx(0.1, abs=0.01)
+    assert abs(mb.conv1.bias.mean().item() - 0.1) > 0.02
+
+
+class _ModeSpy(torch.nn.Module):
+    """Records the training flag of every forward pass (PGD's passes come before the training step's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = MadryCNN(1, 8, 10)
+        self.head = self.inner.head
+        self.modes: list[bool] = []
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_training_time_pgd_batch_norm_mode_follows_the_setting(mode: str, digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import smoothsqueeze.train as sstrain
+
+    spy = _ModeSpy()
+    monkeypatch.setattr(sstrain, "build_model", lambda *args, **kwargs: spy)
+    settings = digits_settings({"adversarial": {"steps": 3, "step_size": 0.1, "eps": 0.2}}, 2, adversarial_bn_mode=mode)
+    train_model(settings, digits, tmp_path, torch.device("cpu"), log=lambda _: None)
+    per_step = spy.modes[:4]  # 3 attack passes, then the training pass
+    assert per_step == [mode == "train"] * 3 + [True], spy.modes
+    assert CONFIG["studies"]["cifar10"]["train"]["adversarial_bn_mode"] == "train"
+
+
+def test_validation_holdout_leaves_the_first_images_out(digits: Dataset, tmp_path: Path) -> None:
+    settings = digits_settings({}, 1, validation_holdout=1000)
+    _, metrics = train_model(settings, digits, tmp_path, torch.device("cpu"), log=lambda _: None)
+    assert CONFIG["studies"]["mnist"]["train"]["validation_holdout"] == 5000  # TF's read_data_sets: 55,000 left
+    bad = digits_settings({}, 1, validation_holdout=len(digits.x_train))
+    with pytest.raises(Exception, match="validation_holdout"):
+        train_model(bad, digits, tmp_path / "bad", torch.device("cpu"), log=lambda _: None)
+    assert metrics["iterations"] == 1
