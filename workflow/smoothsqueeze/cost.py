@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from .study import coarse_kind
 from .artifacts import atomic_path, read_json
 from .cli_support import exit_status
 from .errors import PipelineError
@@ -30,11 +31,9 @@ def read_benchmark(path: str | Path) -> dict[str, float]:
 
 
 def kind_of(entry: dict[str, Any]) -> str:
-    if entry.get("adversarial"):
-        return f"adversarial (PGD-{entry['adversarial']['steps']})"
-    if entry.get("alpha") or entry.get("beta") or entry.get("sigma"):
-        return "regularized"
-    return "natural"
+    """natural | regularized | adversarial (PGD-n): the plan's coarse kind, with the attack steps."""
+    coarse = coarse_kind(entry)
+    return f"{coarse} (PGD-{entry['adversarial']['steps']})" if coarse == "adversarial" else coarse
 
 
 def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:

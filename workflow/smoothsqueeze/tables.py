@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from . import paper
+from . import study
 from .artifacts import atomic_path, read_json
 from .cli_support import exit_status, json_object
 from .errors import PipelineError
@@ -58,19 +59,13 @@ WIDE = 10
 
 
 def model_kind(entry: dict[str, Any]) -> str:
-    """natural | regularized | adversarial, from a grid entry."""
-    if entry.get("adversarial"):
-        return "adversarial"
-    return "regularized" if any(entry.get(p) for p in ("alpha", "beta", "sigma")) else "natural"
+    """natural | regularized | adversarial, from a grid entry (see `study.coarse_kind`)."""
+    return study.coarse_kind(entry)
 
 
 def defense_label(entry: dict[str, Any]) -> str:
-    """Short name of a grid entry's defense, e.g. 'LS + noise' or 'PGD-10 adv. (eps 0.2, step 0.05)'."""
-    parts = [name for key, name in (("alpha", "LS"), ("beta", "LSQ"), ("sigma", "noise")) if entry.get(key)]
-    adv = entry.get("adversarial")
-    if adv:
-        parts.insert(0, f"PGD-{adv['steps']} adv. (eps {adv['eps']:g}, step {adv['step_size']:g})")
-    return " + ".join(parts) or "natural"
+    """Short name of a grid entry's defense, e.g. 'LS + noise' or 'PGD-10 adv. (eps 0.2, step 0.05)' (see `study.defense_label`)."""
+    return study.defense_label(entry)
 
 
 def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -423,8 +418,7 @@ def to_html(columns: list[Column], frame: pd.DataFrame, title: str, caption: str
 
 
 def eps_text(spec: dict[str, Any]) -> str:
-    units = spec.get("pixel_units", 1)
-    return f"{spec['eps']:g}" if units == 1 else f"{spec['eps']:g}/{units:g}"
+    return study.units_text(spec["eps"], spec.get("pixel_units", 1))
 
 
 def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:
@@ -493,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     _outputs(p)
     p = sub.add_parser("compare", help="ours vs the paper for every paper row with a model in the study")
     p.add_argument("name", choices=sorted(paper.PAPER_TABLES))
-    p.add_argument("--paper-csv", default=None, help="the paper's CSV (default: workflow/paper/)")
+    p.add_argument("--paper-csv", default=None, help="the paper's CSV (default: smoothsqueeze/resources/paper/)")
     _outputs(p)
     return parser
 
