@@ -1,33 +1,58 @@
 # smoothsqueeze: reproduce and audit "Label smoothing and logit squeezing: a replacement for
 # adversarial training?" One cached stage per rule; logic lives in workflow/smoothsqueeze.
-# Every workflow/rules/*.smk is included (common.smk first); each stage registers the final
-# files of a study in STUDY_TARGETS, and the study targets below collect them.
+# The plan (model ids, job specs, paths, stage versions, each study's final files) is one
+# torch-free module, smoothsqueeze/study.py; this file loads only it and the config checker,
+# then includes the rules files in pipeline order.
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version
 
 min_version("9.0")
 
+PACKAGE_ROOT = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, PACKAGE_ROOT)
+
+from smoothsqueeze.config import ConfigError, validate_config
+from smoothsqueeze.job_environment import prepare_job_environment
+from smoothsqueeze.study import Plan
+
+prepare_job_environment(PACKAGE_ROOT)
+
 
 configfile: "config.yaml"
+
+
+try:
+    validate_config(config)
+except ConfigError as _err:
+    sys.exit(str(_err))
 
 
 report: "workflow/report/workflow.rst"
 
 
-include: "workflow/rules/common.smk"
+wildcard_constraints:
+    study="[A-Za-z0-9_-]+",
+    model="[A-Za-z0-9_.-]+",
+    dataset="digits|mnist|fashion_mnist|cifar10",
+    attack="[a-z0-9_]+",
 
 
-for _rules in sorted(Path(workflow.basedir, "workflow", "rules").glob("*.smk")):
-    if _rules.name != "common.smk":
-
-        include: str(_rules)
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/audit.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/cost.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        study_targets(config["default_study"]),
+        Plan(config).study_targets(config["default_study"]),
 
 
 for _study in config["studies"]:
@@ -36,4 +61,4 @@ for _study in config["studies"]:
         name:
             _study
         input:
-            study_targets(_study),
+            Plan(config).study_targets(_study),

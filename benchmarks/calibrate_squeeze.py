@@ -15,7 +15,7 @@ and reports per run:
 - collapsed: train acc < 2x chance (20% for 10 classes);
 - seconds: wall time of train_model (the final accuracy passes included).
 
-Next to it, the paper's MNIST numbers (workflow/paper/mnist_table5.csv, read, never typed: the
+Next to it, the paper's MNIST numbers (workflow/smoothsqueeze/resources/paper/mnist_table5.csv, read, never typed: the
 regularised rows with alpha 0 and sigma 0.5) and one verdict per normalisation, computed by one
 rule applied alike to our runs and to the paper's rows:
 

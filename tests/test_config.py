@@ -10,7 +10,7 @@ import yaml
 from smoothsqueeze import config as cfg
 
 ROOT = Path(__file__).resolve().parent.parent
-PAPER = ROOT / "workflow" / "paper"  # the paper's numbers, shipped with the pipeline
+PAPER = ROOT / "workflow" / "smoothsqueeze" / "resources" / "paper"  # the paper's numbers, shipped inside the package
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from smoothsqueeze import config as sscfg
 from smoothsqueeze import paper, render, tables
 from smoothsqueeze.cli import main as cli_main
 from smoothsqueeze.evaluate import training_status
+from smoothsqueeze.study import Plan
 
 CONFIG = sscfg.load_config(ROOT / "config.yaml")
 RULES = re.compile(r"\\(?:toprule|midrule|bottomrule|hline)|\\cmidrule(?:\([^)]*\))?\{[^}]*\}")
@@ -139,15 +140,8 @@ def test_checker_finds_planted_faults(broken: str, problem: str) -> None:
 
 
 def _spec(study: str) -> dict:
-    """What the workflow hands the tables stage (workflow/rules/functions/tables.smk: tables_spec)."""
-    st = CONFIG["studies"][study]
-    return {
-        "study": study, "dataset": st["dataset"], "eps": st["attack"]["eps"], "pixel_units": st.get("pixel_units", 1),
-        "whitebox": [{"name": a["name"], "method": a["method"]} for a in st["attack"]["whitebox"]],
-        "blackbox": [{"name": a["name"], "method": a["method"]} for a in st["blackbox"]["attacks"]],
-        "blackbox_source": st["blackbox"]["source"], "squeeze_norm": st["train"].get("squeeze_norm"),
-        "lr_milestones": st["train"].get("lr_milestones", []),
-    }
+    """What the workflow hands the tables stage (the plan's tables_spec)."""
+    return Plan(CONFIG).tables_spec(study)
 
 
 def _row_files(study: str, tmp: Path) -> list[Path]:

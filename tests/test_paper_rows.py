@@ -1,4 +1,4 @@
-"""Every row of the paper's Tables 1, 5, 6 and 7 (workflow/paper/*.csv) has a model in config.yaml's
+"""Every row of the paper's Tables 1, 5, 6 and 7 (workflow/smoothsqueeze/resources/paper/*.csv) has a model in config.yaml's
 mnist / cifar10 grid, checked without training: row files are built from the grid by the tables
 stage's own `build_row` (as from evaluation records with no numbers yet), matched by `paper.match`,
 and each match is checked against the paper row's parameters read straight from the CSV. A dry run

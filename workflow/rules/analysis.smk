@@ -1,23 +1,26 @@
 # Analysis and figures: Eq. 4 quantities and activation sums per model (one job each), then
 # the paper's Figures 1-9 and training curves per study, PNG (in the report) and PDF.
+from smoothsqueeze.study import FIGURES, STAGE_VERSIONS, Plan, as_json
+
+plan = Plan(config)
 
 
 rule analyze:
     input:
-        checkpoint=lambda w: checkpoint_file(w.study, w.model),
-        data=lambda w: dataset_file(w.study),
+        checkpoint=lambda w: plan.paths.checkpoint(w.study, w.model),
+        data=lambda w: plan.dataset_file(w.study),
     output:
-        npz=f"{RESULTS}/{{study}}/analysis/{{model}}.npz",
-        summary=f"{RESULTS}/{{study}}/analysis/{{model}}.json",
+        npz=plan.paths.analysis("{study}", "{model}"),
+        summary=plan.paths.analysis_summary("{study}", "{model}"),
     params:
-        spec=analysis_spec,
-        version=f"{CODE_VERSION}-{ssan.VERSION}",
+        spec=lambda w: as_json(plan.analysis_spec(w.study, w.model)),
+        version=STAGE_VERSIONS["analyze"],
     resources:
         gpu=1,
     conda:
-        TORCH_ENV
+        "../../envs/torch.yaml"
     log:
-        f"{RESULTS}/{{study}}/logs/analysis/{{model}}.log",
+        plan.paths.log("{study}", "analysis", "{model}"),
     shell:
         "python -m smoothsqueeze analysis --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --out {output.npz:q} --summary {output.summary:q} > {log:q} 2>&1"
@@ -25,19 +28,35 @@ rule analyze:
 
 rule figures:
     input:
-        analysis=lambda w: [analysis_file(w.study, m) for m in model_ids(w.study)],
-        summaries=lambda w: [analysis_summary_file(w.study, m) for m in model_ids(w.study)],
-        metrics=lambda w: [f"{model_dir(w.study, m)}/metrics.json" for m in model_ids(w.study)],
+        # One file per model and kind, in grid order; records (measured PGD) and audits (AutoAttack)
+        # give the numbers printed beside each Eq. 4 prediction.
+        unpack(lambda w: plan.figure_inputs(w.study)),
     output:
-        **figure_outputs(),
+        **{
+            f"{name}_{fmt}": (
+                report(
+                    plan.paths.figure("{study}", name, "png"),
+                    caption=f"../report/figures/{name}.rst",
+                    category="Figures",
+                    subcategory="{study}",
+                    labels={"study": "{study}", "figure": name, "paper": paper or "not in the paper"},
+                )
+                if fmt == "png"
+                else plan.paths.figure("{study}", name, fmt)
+            )
+            for name, (paper, _what, _roles) in FIGURES.items()
+            for fmt in ("png", "pdf")
+        },
     params:
-        spec=figures_spec,
-        selection=figure_selection,
-        out_dir=lambda w: f"{REPORTS}/{w.study}/figures",
-        version=f"{CODE_VERSION}-{ssfig.VERSION}",
+        spec=lambda w: as_json(plan.figures_spec(w.study)),
+        selection=lambda w: plan.figure_selection(w.study),
+        out_dir=lambda w: plan.paths.figures_dir(w.study),
+        version=STAGE_VERSIONS["figures"],
     conda:
-        ANALYSIS_ENV
+        "../../envs/analysis.yaml"
     log:
-        f"{REPORTS}/{{study}}/logs/figures.log",
+        plan.paths.report_log("{study}", "figures"),
     shell:
-        "python -m smoothsqueeze figures --spec {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python -m smoothsqueeze figures --spec {params.spec:q} --summaries {input.summaries:q} "
+        "--analysis {input.analysis:q} --metrics {input.metrics:q} --records {input.records:q} "
+        "--audits {input.audits:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

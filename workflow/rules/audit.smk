@@ -1,7 +1,10 @@
 # Gradient-masking audit (beyond the paper): one job per model runs AutoAttack, multi-restart
 # PGD, a PGD steps sweep and a large-eps attack, and the Carlini et al. sanity checks; one
 # table per study sets each model's claimed robustness against its audited robustness.
-# Settings: the study's `audit:` block over the defaults in smoothsqueeze/audit.py.
+# Settings: the study's `audit:` block, typed with its defaults in the config schema.
+from smoothsqueeze.study import FORMAT_LABELS, STAGE_VERSIONS, TABLE_FORMATS, Plan, as_json
+
+plan = Plan(config)
 
 
 localrules:
@@ -10,20 +13,20 @@ localrules:
 
 rule audit:
     input:
-        checkpoint=lambda w: checkpoint_file(w.study, w.model),
-        data=lambda w: dataset_file(w.study),
-        record=lambda w: record_file(w.study, w.model),
+        checkpoint=lambda w: plan.paths.checkpoint(w.study, w.model),
+        data=lambda w: plan.dataset_file(w.study),
+        record=lambda w: plan.paths.record(w.study, w.model),
     output:
-        f"{RESULTS}/{{study}}/audit/{{model}}.json",
+        plan.paths.audit("{study}", "{model}"),
     params:
-        spec=audit_spec,
-        version=f"{CODE_VERSION}-audit1",
+        spec=lambda w: as_json(plan.audit_spec(w.study, w.model)),
+        version=STAGE_VERSIONS["audit"],
     resources:
         gpu=1,
     conda:
-        TORCH_ENV
+        "../../envs/torch.yaml"
     log:
-        f"{RESULTS}/{{study}}/logs/audit/{{model}}.log",
+        plan.paths.log("{study}", "audit", "{model}"),
     shell:
         "python -m smoothsqueeze audit --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --record {input.record:q} --out {output:q} > {log:q} 2>&1"
@@ -31,24 +34,24 @@ rule audit:
 
 rule audit_table:
     input:
-        lambda w: [audit_file(w.study, m) for m in model_ids(w.study)],
+        lambda w: [plan.paths.audit(w.study, m) for m in plan.model_ids(w.study)],
     output:
         **{
             ext: report(
-                f"{REPORTS}/{{study}}/tables/audit.{ext}",
+                plan.paths.table("{study}", "audit", ext),
                 caption="../report/audit/audit_table.rst",
                 category="Audit",
                 subcategory="{study}",
-                labels={"study": "{study}", "table": "audit", "format": {"html": "view", "csv": "CSV", "tex": "LaTeX"}[ext]},
+                labels={"study": "{study}", "table": "audit", "format": FORMAT_LABELS[ext]},
             )
-            for ext in ("html", "csv", "tex")
+            for ext in TABLE_FORMATS
         },
     params:
-        version=f"{CODE_VERSION}-audit1",
+        version=STAGE_VERSIONS["audit_table"],
     conda:
-        TORCH_ENV
+        "../../envs/torch.yaml"
     log:
-        f"{REPORTS}/{{study}}/logs/tables/audit.log",
+        plan.paths.report_log("{study}", "tables/audit"),
     shell:
         "python -m smoothsqueeze audit-table --audits {input:q} --csv {output.csv:q} --tex {output.tex:q} "
         "--html {output.html:q} > {log:q} 2>&1"

@@ -1,22 +1,25 @@
 # Cost accounting: per-study table of compute seconds from every job's benchmark file.
+from smoothsqueeze.study import STAGE_VERSIONS, Plan, cost_model_args
+
+plan = Plan(config)
 
 
 rule cost_table:
     input:
-        settings=lambda w: [f"{model_dir(w.study, m)}/settings.json" for m in model_ids(w.study)],
-        metrics=lambda w: [f"{model_dir(w.study, m)}/metrics.json" for m in model_ids(w.study)],
-        train_bench=lambda w: [f"{RESULTS}/{w.study}/benchmarks/train/{m}.tsv" for m in model_ids(w.study)],
-        eval_bench=lambda w: [f"{RESULTS}/{w.study}/benchmarks/evaluate/{m}.tsv" for m in model_ids(w.study)],
+        settings=lambda w: [plan.paths.settings(w.study, m) for m in plan.model_ids(w.study)],
+        metrics=lambda w: [plan.paths.metrics(w.study, m) for m in plan.model_ids(w.study)],
+        train_bench=lambda w: [plan.paths.benchmark(w.study, "train", m) for m in plan.model_ids(w.study)],
+        eval_bench=lambda w: [plan.paths.benchmark(w.study, "evaluate", m) for m in plan.model_ids(w.study)],
     output:
-        csv=report(f"{REPORTS}/{{study}}/tables/cost.csv", caption="../report/cost.rst", category="Cost"),
-        tex=f"{REPORTS}/{{study}}/tables/cost.tex",
+        csv=report(plan.paths.table("{study}", "cost", "csv"), caption="../report/cost.rst", category="Cost"),
+        tex=plan.paths.table("{study}", "cost", "tex"),
     params:
-        models=cost_model_args,
-        version=CODE_VERSION,
+        models=lambda w, input: cost_model_args(input.settings, input.metrics, input.train_bench, input.eval_bench),
+        version=STAGE_VERSIONS["cost_table"],
     conda:
-        ANALYSIS_ENV
+        "../../envs/analysis.yaml"
     log:
-        f"{RESULTS}/{{study}}/logs/cost.log",
+        plan.paths.cost_log("{study}"),
     shell:
         "python -m smoothsqueeze cost --study {wildcards.study} {params.models:q} "
         "--csv {output.csv:q} --tex {output.tex:q} > {log:q} 2>&1"

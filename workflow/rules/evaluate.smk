@@ -1,24 +1,27 @@
 # Attack stages: black-box sets crafted once per study and attack on the source model,
 # then one evaluation job per model (clean, white-box, every black-box set of its study).
+from smoothsqueeze.study import STAGE_VERSIONS, Plan, as_json
+
+plan = Plan(config)
 
 
 rule craft_blackbox:
     input:
-        source=lambda w: checkpoint_file(w.study, study_cfg(w.study)["blackbox"]["source"]),
-        data=lambda w: dataset_file(w.study),
+        source=lambda w: plan.blackbox_source_checkpoint(w.study),
+        data=lambda w: plan.dataset_file(w.study),
     output:
-        f"{RESULTS}/{{study}}/blackbox/{{attack}}.npz",
+        plan.paths.blackbox("{study}", "{attack}"),
     params:
-        spec=blackbox_spec,
-        version=CODE_VERSION,
+        spec=lambda w: as_json(plan.blackbox_spec(w.study, w.attack)),
+        version=STAGE_VERSIONS["craft_blackbox"],
     resources:
         gpu=1,
     conda:
-        TORCH_ENV
+        "../../envs/torch.yaml"
     log:
-        f"{RESULTS}/{{study}}/logs/blackbox/{{attack}}.log",
+        plan.paths.log("{study}", "blackbox", "{attack}"),
     benchmark:
-        f"{RESULTS}/{{study}}/benchmarks/blackbox/{{attack}}.tsv"
+        plan.paths.benchmark("{study}", "blackbox", "{attack}")
     shell:
         "python -m smoothsqueeze craft-blackbox --spec {params.spec:q} --source {input.source:q} "
         "--data {input.data:q} --out {output:q} > {log:q} 2>&1"
@@ -26,24 +29,24 @@ rule craft_blackbox:
 
 rule evaluate:
     input:
-        checkpoint=lambda w: checkpoint_file(w.study, w.model),
-        data=lambda w: dataset_file(w.study),
-        blackbox=lambda w: [blackbox_file(w.study, n) for n in blackbox_names(w.study)],
+        checkpoint=lambda w: plan.paths.checkpoint(w.study, w.model),
+        data=lambda w: plan.dataset_file(w.study),
+        blackbox=lambda w: [plan.paths.blackbox(w.study, n) for n in plan.blackbox_names(w.study)],
     output:
-        f"{RESULTS}/{{study}}/records/{{model}}.json",
+        plan.paths.record("{study}", "{model}"),
     params:
-        spec=evaluate_spec,
+        spec=lambda w: as_json(plan.evaluate_spec(w.study, w.model)),
         # One NAME=PATH word per set, each quoted by `{params.sets:q}`.
-        sets=lambda w, input: [f"{n}={input.blackbox[i]}" for i, n in enumerate(blackbox_names(w.study))],
-        version=CODE_VERSION,
+        sets=lambda w, input: [f"{n}={input.blackbox[i]}" for i, n in enumerate(plan.blackbox_names(w.study))],
+        version=STAGE_VERSIONS["evaluate"],
     resources:
         gpu=1,
     conda:
-        TORCH_ENV
+        "../../envs/torch.yaml"
     log:
-        f"{RESULTS}/{{study}}/logs/evaluate/{{model}}.log",
+        plan.paths.log("{study}", "evaluate", "{model}"),
     benchmark:
-        f"{RESULTS}/{{study}}/benchmarks/evaluate/{{model}}.tsv"
+        plan.paths.benchmark("{study}", "evaluate", "{model}")
     shell:
         "python -m smoothsqueeze evaluate --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --blackbox {params.sets:q} --out {output:q} > {log:q} 2>&1"

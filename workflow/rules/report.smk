@@ -2,6 +2,11 @@
 # ends in it. The job runs `snakemake --report` on the study's other final files, which exist by
 # then with their jobs' metadata. It hands this run's whole config (--configfile and --config
 # overrides included) to that call as one JSON file, kept next to the log as a record.
+from pathlib import Path
+
+from smoothsqueeze.study import Plan, as_json
+
+plan = Plan(config)
 
 
 localrules:
@@ -10,15 +15,15 @@ localrules:
 
 rule html_report:
     input:
-        report_inputs,
+        lambda w: plan.report_inputs(w.study),
     output:
-        f"{REPORTS}/{{study}}/report.html",
+        plan.paths.report("{study}"),
     params:
-        config_file=lambda w: f"{REPORTS}/{w.study}/logs/report_config.json",
+        config_file=lambda w: plan.paths.report_config(w.study),
         snakefile=workflow.main_snakefile,
-        partial=lambda w: f"{REPORTS}/{w.study}/.report.partial.html",
+        partial=lambda w: plan.paths.report_partial(w.study),
     log:
-        f"{REPORTS}/{{study}}/logs/report.log",
+        plan.paths.report_log("{study}", "report"),
     run:
         Path(params.config_file).write_text(as_json(config) + "\n")
         shell(

@@ -7,26 +7,29 @@
 # a rerun that finds them restores the model when its settings, data and code are unchanged and
 # refuses (one line, nothing retrained) when they differ. To retrain a model, delete its folder.
 # An interrupted job resumes from <model dir>/resume.pt (not an output, so Snakemake keeps it).
+from smoothsqueeze.study import STAGE_VERSIONS, Plan, as_json
+
+plan = Plan(config)
 
 
 rule train:
     input:
-        data=lambda w: dataset_file(w.study),
+        data=lambda w: plan.dataset_file(w.study),
     output:
-        checkpoint=protected(f"{RESULTS}/{{study}}/models/{{model}}/model.pt"),
-        metrics=f"{RESULTS}/{{study}}/models/{{model}}/metrics.json",
-        settings=f"{RESULTS}/{{study}}/models/{{model}}/settings.json",
+        checkpoint=protected(plan.paths.checkpoint("{study}", "{model}")),
+        metrics=plan.paths.metrics("{study}", "{model}"),
+        settings=plan.paths.settings("{study}", "{model}"),
     params:
-        settings=train_settings,
-        version=TRAIN_CODE_VERSION,
+        settings=lambda w: as_json(plan.train_spec(w.study, w.model)),
+        version=STAGE_VERSIONS["train"],
     resources:
         gpu=1,
     conda:
-        TORCH_ENV
+        "../../envs/torch.yaml"
     log:
-        f"{RESULTS}/{{study}}/logs/train/{{model}}.log",
+        plan.paths.log("{study}", "train", "{model}"),
     benchmark:
-        f"{RESULTS}/{{study}}/benchmarks/train/{{model}}.tsv"
+        plan.paths.benchmark("{study}", "train", "{model}")
     shell:
         "python -m smoothsqueeze train --spec {params.settings:q} --data {input.data:q} "
         "--checkpoint {output.checkpoint:q} --metrics {output.metrics:q} --settings-out {output.settings:q} > {log:q} 2>&1"

@@ -14,12 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: Bump when a change alters what a stage computes; rules pass it as a param so
-#: Snakemake reruns the affected jobs (edits to an imported package do not trigger reruns).
-CODE_VERSION = "2"
-#: The training stage's own version: bumping it retrains (and, for finished models, is refused
-#: until their folders are deleted), so it moves only when training itself changes.
-TRAIN_CODE_VERSION = "2"
+#: Stage versions live in the plan's one table (study.STAGE_VERSIONS); these two are re-exported.
+from .study import CODE_VERSION, TRAIN_CODE_VERSION  # noqa: E402
 
 _PUBLIC = {
     "load_model": "checkpoints",

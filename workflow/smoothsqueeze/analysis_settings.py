@@ -1,5 +1,3 @@
-"""Settings of the analysis stage that the Snakefile reads at load time (kept free of torch)."""
-
-DEFAULT_BATCH_SIZE = 200
-#: Bump when what the analysis stage computes changes (the rule passes it, so Snakemake reruns the stage).
-VERSION = "2"  # 2: Eq. 4 over every wrong class (eps_l_all ...), prediction by the nearest class
+"""Settings of the analysis stage (kept free of torch): both live in the plan, `study.py`."""
+from .study import ANALYSIS_BATCH_SIZE as DEFAULT_BATCH_SIZE  # noqa: F401 - the schema's default too
+from .study import ANALYSIS_VERSION as VERSION  # noqa: F401 - bump it in study.py

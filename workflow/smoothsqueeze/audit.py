@@ -124,7 +124,7 @@ def audit_model(
     `record` is the model's evaluation record (claimed accuracies, black-box accuracies);
     without it, flag (a) is not checked. Returns the audit part of the record.
     """
-    eps, bs, n = settings["eps"], settings["batch_size"], len(x)
+    eps, bs, n = settings["eps01"], settings["batch_size"], len(x)
     generator = torch.Generator(device=x.device).manual_seed(settings["seed"])
     masks: dict[str, torch.Tensor] = {}
     seconds: dict[str, float] = {}
@@ -154,7 +154,7 @@ def audit_model(
     for key, value in masks.items():
         log(f"{key}: {_pct(value):.2f}% ({seconds[key]:.1f} s)")
 
-    large_eps = settings["large_eps"]
+    large_eps = settings["large_eps01"]
     large: dict[str, float] = {}
     large_mask = clean.clone()
     for loss in ("xent", "cw"):
@@ -213,12 +213,12 @@ def audit_model(
         log(f"flag {name}: {'RAISED' if flag.raised else 'ok'} - {flag.evidence}")
     return {
         "n": n,
-        "eps": eps,
+        "eps01": eps,
         "accuracy": accuracy,
         "claimed": {k: v for k, v in claimed.items() if k != "all"},
         "restart_curves": curves,
         "steps_sweep": [{"steps": k, "accuracy": v} for k, v in sorted(sweep.items())],
-        "large_eps": {"eps": large_eps, "steps": settings["large_eps_steps"], "accuracy": large, "worst": accuracy["large_eps"], "ceiling": ceiling},
+        "large_eps": {"eps01": large_eps, "steps": settings["large_eps_steps"], "accuracy": large, "worst": accuracy["large_eps"], "ceiling": ceiling},
         "flags": {name: flags[name].to_dict() for name in af.FLAG_NAMES},
         "masking_suspected": af.masking_suspected(flags),
         "autoattack_warnings": aa_warnings,

@@ -64,7 +64,7 @@ def table_caption(audits: list[Mapping[str, Any]]) -> str:
         return "No models audited."
     rec = audits[0]
     s, units = rec["settings"], rec["settings"].get("pixel_units", 1)
-    eps = f"{s['eps'] * units:g}" + (f"/{units:g}" if units != 1 else "")
+    eps = f"{s['eps01'] * units:g}" + (f"/{units:g}" if units != 1 else "")
     aa, pg = s["autoattack"], s["pgd"]
     flags = "; ".join(f"{af.FLAG_LABELS[name]}" for name in af.FLAG_NAMES)
     return (

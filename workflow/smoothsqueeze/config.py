@@ -15,9 +15,11 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
+from . import study as plan
 from .errors import PipelineError
+from .study import SCHEMA_FILE
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = SCHEMA_FILE
 
 
 class ConfigError(PipelineError):
@@ -51,11 +53,12 @@ def _key_path(parts: Iterable[Any]) -> str:
     return text or "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    path = _key_path(error.absolute_path)
+def _describe(error: jsonschema.ValidationError, prefix: str | None = None) -> str:
+    parts = [prefix, *error.absolute_path] if prefix else list(error.absolute_path)
+    path = _key_path(parts)
     if error.validator == "required":
         missing = error.message.split("'")[1]
-        return f"config error: {_key_path([*error.absolute_path, missing])} is missing"
+        return f"config error: {_key_path([*parts, missing])} is missing"
     if error.validator == "additionalProperties":
         return f"config error: {path}: unknown key ({error.message})"
     value = error.instance
@@ -165,7 +168,7 @@ def _coerce(node: Any, schema: dict[str, Any], root: dict[str, Any]) -> Any:
 
 
 def _check_finite(node: Any, path: list[Any]) -> None:
-    """Every number in the config, also in the blocks the schema leaves open (analysis, audit), is finite."""
+    """Every number in the config is finite (JSON-schema bounds are false for NaN, so the schema cannot say it)."""
     if isinstance(node, float) and not math.isfinite(node):
         raise ConfigError(f"config error: {_key_path(path)} = {node!r}: must be a finite number")
     if isinstance(node, dict):
@@ -265,25 +268,9 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _num(value: float) -> str:
-    return format(value, "g")
-
-
 def model_id(entry: dict[str, Any]) -> str:
-    """Directory name of a grid entry, built from its parameters (e.g. 'ls0.95_noise0.3_k3000')."""
-    parts = []
-    if entry.get("alpha"):
-        parts.append(f"ls{_num(entry['alpha'])}")
-    if entry.get("beta"):
-        parts.append(f"sq{_num(entry['beta'])}")
-    if entry.get("sigma"):
-        parts.append(f"noise{_num(entry['sigma'])}")
-    adv = entry.get("adversarial")
-    if adv:
-        tag = f"pgd{adv['steps']}-eps{_num(adv['eps'])}-step{_num(adv['step_size'])}"
-        parts.append(tag if adv.get("random_start", True) else tag + "-norand")
-    seed = f"_seed{entry['seed']}" if entry.get("seed") is not None else ""
-    return "_".join(parts or ["natural"]) + f"_k{entry['k']}" + seed
+    """Directory name of a grid entry (see `study.model_id`)."""
+    return plan.model_id(entry)
 
 
 def study(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -304,44 +291,27 @@ def grid_entry(config: dict[str, Any], study_name: str, mid: str) -> dict[str, A
 
 
 def resolve_attack(attack: dict[str, Any], eps: float, units: float) -> dict[str, Any]:
-    """An attack's settings in [0, 1] pixel units, ready for `attacks.pgd`."""
-    return {
-        "name": attack["name"],
-        "method": attack["method"],
-        "loss": attack["loss"],
-        "eps": eps / units,
-        "steps": 1 if attack["method"] == "fgsm" else attack.get("steps", 1),
-        "step_size": eps / units if attack["method"] == "fgsm" else attack.get("step_size", 0) / units,
-        "random_start": attack.get("random_start", False),
-        "restarts": attack.get("restarts", 1),
-    }
+    """An attack's settings in [0, 1] pixel units (see `study.resolve_attack`)."""
+    return plan.resolve_attack(attack, eps, units)
 
 
 def resolve_model(config: dict[str, Any], study_name: str, mid: str) -> dict[str, Any]:
-    """Everything that determines one trained model, in [0, 1] pixel units."""
-    st = study(config, study_name)
-    entry = grid_entry(config, study_name, mid)
-    units = st.get("pixel_units", 1)
-    adv = entry.get("adversarial")
-    return {
-        "study": study_name,
-        "model_id": mid,
-        "dataset": st["dataset"],
-        "architecture": st["architecture"],
-        "seed": entry["seed"] if entry.get("seed") is not None else st["seed"],
-        "alpha": entry.get("alpha", 0),
-        "beta": entry.get("beta", 0),
-        "sigma": entry.get("sigma", 0) / units,
-        "k": entry["k"],
-        "adversarial": None
-        if not adv
-        else {
-            "steps": adv["steps"],
-            "step_size": adv["step_size"] / units,
-            "eps": adv["eps"] / units,
-            "random_start": adv.get("random_start", True),
-        },
-        "train": copy.deepcopy(st["train"]),
-        "config_entry": copy.deepcopy(entry),
-        "pixel_units": units,
-    }
+    """Everything that determines one trained model, in [0, 1] pixel units (see `study.resolve_model`)."""
+    return plan.resolve_model(study(config, study_name), study_name, grid_entry(config, study_name, mid))
+
+
+def validate_block(block: Any, pointer: str, where: str) -> dict[str, Any]:
+    """Check one block of a study (e.g. `audit`) against its part of the schema, filling defaults; one-line errors.
+
+    `pointer` is the block's schema location under the study (e.g. 'audit'), `where` its key path
+    for messages (e.g. 'studies.digits.audit').
+    """
+    schema = load_schema()
+    sub = {**schema["$defs"]["study"]["properties"][pointer], "$defs": schema["$defs"]}
+    block = copy.deepcopy(block) if block is not None else {}
+    _check_finite(block, [where])
+    validator = _with_defaults(jsonschema.Draft202012Validator)(sub)
+    errors = list(validator.iter_errors(block))
+    if errors:
+        raise ConfigError(_describe(max(errors, key=lambda e: len(e.absolute_path)), where))
+    return block

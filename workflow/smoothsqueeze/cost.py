@@ -15,6 +15,7 @@ import pandas as pd
 from .artifacts import atomic_path, read_json
 from .errors import PipelineError
 from .render import Column, latex_escape, to_csv, to_html, to_latex
+from .study import coarse_kind
 
 
 def read_benchmark(path: str | Path) -> dict[str, float]:
@@ -28,12 +29,9 @@ def read_benchmark(path: str | Path) -> dict[str, float]:
 
 
 def kind_of(entry: dict[str, Any]) -> str:
-    """natural | regularized | adversarial (PGD-k), from a grid entry."""
-    if entry.get("adversarial"):
-        return f"adversarial (PGD-{entry['adversarial']['steps']})"
-    if entry.get("alpha") or entry.get("beta") or entry.get("sigma"):
-        return "regularized"
-    return "natural"
+    """natural | regularized | adversarial (PGD-n): the plan's coarse kind, with the attack steps."""
+    coarse = coarse_kind(entry)
+    return f"{coarse} (PGD-{entry['adversarial']['steps']})" if coarse == "adversarial" else coarse
 
 
 def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:

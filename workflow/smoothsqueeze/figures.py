@@ -10,190 +10,43 @@ written (a figure with no eligible model says so), so the targets are static.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from . import study
 from .artifacts import atomic_path, read_json, read_npz
 from .errors import PipelineError
 
 
-@dataclass(frozen=True)
-class Role:
-    """A kind of model a figure wants; `target` = the paper's parameters ([0, 1] pixel units)."""
-
-    kind: str
-    target: dict[str, float] = field(default_factory=dict)
-    pick: str = "closest"  # closest | most_steps | fewest_steps
-
-    def describe(self) -> str:
-        names = {"natural": "natural", "adv": "adversarial", "noise": "noise", "ls": "LS", "ls_noise": "LS + noise",
-                 "lsq": "LSQ", "lsq_noise": "LSQ + noise"}
-        symbols = {"alpha": "α", "beta": "β", "sigma": "σ"}
-        text = names[self.kind]
-        if self.pick != "closest":
-            text = ("strong " if self.pick == "most_steps" else "weak ") + text
-        if self.target:
-            text += " (paper, MNIST: " + ", ".join(f"{symbols[k]}={v:g}" for k, v in self.target.items()) + ")"
-        return text
-
-
-NATURAL = Role("natural")
-ADV_STRONG = Role("adv", pick="most_steps")
-ADV_WEAK = Role("adv", pick="fewest_steps")
-#: name -> (paper figure, what it plots, roles). The paper's targets are its MNIST settings.
-FIGURES: dict[str, tuple[str, str, tuple[Role, ...]]] = {
-    "fig1_eq4_adversarial": ("Figure 1 (MNIST) / Figure 5 (CIFAR-10)", "eq4", (NATURAL, ADV_STRONG)),
-    "fig2_logits_adversarial": ("Figure 2", "z_y", (NATURAL, ADV_WEAK, ADV_STRONG)),
-    "fig3_eq4_label_smoothing": (
-        "Figure 3", "eq4",
-        (Role("ls", {"alpha": 0.75}), Role("noise", {"sigma": 0.5}), Role("ls_noise", {"alpha": 0.75, "sigma": 0.5}), NATURAL),
-    ),
-    "fig4_eq4_smoothing_squeezing": (
-        "Figure 4", "eq4",
-        (Role("ls_noise", {"alpha": 0.75, "sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
-         Role("lsq_noise", {"beta": 2.0, "sigma": 0.5}), Role("lsq_noise", {"beta": 0.5, "sigma": 0.5}), NATURAL),
-    ),
-    "fig6_gradient_norm": (
-        "Figure 6", "grad_norm",
-        (Role("ls_noise", {"alpha": 0.75, "sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
-         Role("lsq_noise", {"beta": 2.0, "sigma": 0.5}), Role("lsq_noise", {"beta": 0.5, "sigma": 0.5}), NATURAL),
-    ),
-    "fig7_eq4_logit_squeezing": (
-        "Figure 7", "eq4",
-        (Role("lsq_noise", {"beta": 0.5, "sigma": 0.5}), Role("lsq", {"beta": 0.5}), Role("noise", {"sigma": 0.5}), NATURAL),
-    ),
-    "fig8_activations_penultimate": (
-        "Figure 8", "features",
-        (NATURAL, ADV_STRONG, Role("noise", {"sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
-         Role("lsq_noise", {"beta": 0.5, "sigma": 0.5})),
-    ),
-    "fig9_activations_logits": (
-        "Figure 9", "logit_sums",
-        (NATURAL, ADV_STRONG, Role("noise", {"sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
-         Role("lsq_noise", {"beta": 0.5, "sigma": 0.5})),
-    ),
-    "training_curves": ("", "training", ()),
-}
-FORMATS = ("png", "pdf")
-#: Bump when the figures change (the rule passes it, so Snakemake redraws them).
-VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
+# The figure plan (roles, which model fills which, legend labels) lives in the torch-free plan module,
+# so the Snakefile knows every figure file and caption without importing this one.
+from .study import ADV_STRONG, ADV_WEAK, FIGURES, NATURAL, Role, assign, select, shown  # noqa: E402,F401 - re-exported
+from .study import FIGURE_FORMATS as FORMATS  # noqa: E402
+from .study import FIGURES_VERSION as VERSION  # noqa: E402,F401 - re-exported
 
 
 # ---------------------------------------------------------------- selection (no plotting libraries)
 
 
 def _params(entry: dict[str, Any], units: float) -> dict[str, float]:
-    return {"alpha": entry.get("alpha") or 0, "beta": entry.get("beta") or 0, "sigma": (entry.get("sigma") or 0) / units}
+    return study.params01(entry, units)
 
 
 def kind(entry: dict[str, Any]) -> str:
-    """natural | adv | noise | ls | ls_noise | lsq | lsq_noise | other (combinations the paper has no role for)."""
-    a, b, s, adv = bool(entry.get("alpha")), bool(entry.get("beta")), bool(entry.get("sigma")), bool(entry.get("adversarial"))
-    table = {
-        (False, False, False, False): "natural", (False, False, False, True): "adv", (False, False, True, False): "noise",
-        (True, False, False, False): "ls", (True, False, True, False): "ls_noise",
-        (False, True, False, False): "lsq", (False, True, True, False): "lsq_noise",
-    }
-    return table.get((a, b, s, adv), "other")
-
-
-def _rank(role: Role, index: int, entry: dict[str, Any], units: float) -> tuple[float, ...]:
-    adv = entry.get("adversarial") or {}
-    if role.pick == "most_steps":
-        return (-adv.get("steps", 0), -adv.get("eps", 0), -entry["k"], index)
-    if role.pick == "fewest_steps":
-        return (adv.get("steps", 0), -adv.get("eps", 0), -entry["k"], index)
-    params = _params(entry, units)
-    distance = sum(abs(math.log(params[key] / value)) for key, value in role.target.items())
-    return (distance, -entry["k"], index)
-
-
-def assign(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, list[tuple[Role, str | None]]]:
-    """For each figure: its roles in order, each with the model id that fills it (None: the study lacks one).
-
-    `entries` maps model id -> grid entry (study units), in grid order. A model fills at most
-    one role of a figure. Roles with no target (training curves) get every model.
-    """
-    out: dict[str, list[tuple[Role, str | None]]] = {}
-    for name, (_paper, _what, roles) in FIGURES.items():
-        if not roles:
-            out[name] = [(Role("other"), mid) for mid in entries]
-            continue
-        # Best (role, model) pairs first, so a model goes to the role it matches most closely.
-        pairs = sorted(
-            (_rank(role, i, entry, units), r, mid)
-            for r, role in enumerate(roles)
-            for i, (mid, entry) in enumerate(entries.items())
-            if kind(entry) == role.kind
-        )
-        filled: dict[int, str] = {}
-        for _rank_key, r, mid in pairs:
-            if r not in filled and mid not in filled.values():
-                filled[r] = mid
-        out[name] = [(role, filled.get(r)) for r, role in enumerate(roles)]
-    return out
-
-
-def select(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, dict[str, list[str]]]:
-    """For each figure: the model ids it shows (role order) and the roles the study lacks.
-
-    `entries` maps model id -> grid entry (study units), in grid order. A model fills at most
-    one role of a figure; a role with no model left is 'missing'.
-    """
-    return {
-        name: {
-            "models": [mid for _role, mid in pairs if mid is not None],
-            "missing": [role.describe() for role, mid in pairs if mid is None],
-        }
-        for name, pairs in assign(entries, units).items()
-    }
-
-
-def shown(entries: dict[str, dict[str, Any]], units: float = 1.0) -> dict[str, list[str]]:
-    """For each figure, per model shown: its parameters and id, and the role's target where the model differs from it.
-
-    E.g. 'LSQ β=2 [sq2_k400000; role target β=0.5]': what a caption says the figure shows.
-    """
-    out: dict[str, list[str]] = {}
-    symbols = {"alpha": "α", "beta": "β", "sigma": "σ"}
-    for name, pairs in assign(entries, units).items():
-        texts = []
-        for role, mid in pairs:
-            if mid is None:
-                continue
-            text = f"{label(entries[mid], units)} [{mid}"
-            params = _params(entries[mid], units)
-            if role.target and any(not math.isclose(params[k], v) for k, v in role.target.items()):
-                text += "; role target " + ", ".join(
-                    f"{symbols[k]}={_num(v * units, units) if k == 'sigma' else format(v, 'g')}" for k, v in role.target.items()
-                )
-            texts.append(text + "]")
-        out[name] = texts
-    return out
+    """natural | adv | noise | ls | ls_noise | lsq | lsq_noise | other (see `study.kind`)."""
+    return study.kind(entry)
 
 
 def _num(value: float, units: float) -> str:
-    return f"{value:g}" if units == 1 else f"{value:g}/{units:g}"
+    return study.units_text(value, units)
 
 
 def label(entry: dict[str, Any], units: float = 1.0, with_k: bool = False) -> str:
-    """Legend text naming a model by its parameters, e.g. 'LS α=0.95 + noise σ=0.3'."""
-    parts = []
-    adv = entry.get("adversarial")
-    if adv:
-        parts.append(f"PGD-{adv['steps']} adv. ε={_num(adv['eps'], units)}, step {_num(adv['step_size'], units)}")
-    if entry.get("alpha"):
-        parts.append(f"LS α={entry['alpha']:g}")
-    if entry.get("beta"):
-        parts.append(f"LSQ β={entry['beta']:g}")
-    if entry.get("sigma"):
-        parts.append(f"noise σ={_num(entry['sigma'], units)}")
-    text = " + ".join(parts) or "natural"
-    return f"{text}, k={entry['k']}" if with_k else text
+    """Legend text naming a model by its parameters, e.g. 'LS α=0.95 + noise σ=0.3' (see `study.legend_label`)."""
+    return study.legend_label(entry, units, with_k)
 
 
 def labels(models: list[str], entries: dict[str, dict[str, Any]], units: float) -> dict[str, str]:
@@ -203,30 +56,9 @@ def labels(models: list[str], entries: dict[str, dict[str, Any]], units: float) 
     return {mid: label(entries[mid], units, with_k=counts[plain[mid]] > 1) for mid in models}
 
 
-class CaptionSelection(dict):  # type: ignore[type-arg]
-    """The per-figure caption texts, a dict whose str() is one short line.
-
-    Snakemake's report prints every job parameter with str() in each figure's info panel, while
-    rerun triggers compare repr(); so the captions index the full texts, the panel shows a line.
-    """
-
-    def __str__(self) -> str:
-        return f"per-figure model lists for the captions ({len(self)} figures)"
-
-
-def caption_selection(entries: dict[str, dict[str, Any]], units: float = 1.0) -> CaptionSelection:
-    """Per figure: the models shown, the same with their parameters, and the roles missing (caption text)."""
-    chosen, texts = select(entries, units), shown(entries, units)
-    return CaptionSelection(
-        {
-            name: {
-                "models": ", ".join(sel["models"]) or "none",
-                "shown": "; ".join(texts[name]) or "none",
-                "missing": "; ".join(sel["missing"]) or "none",
-            }
-            for name, sel in chosen.items()
-        }
-    )
+def caption_selection(entries: dict[str, dict[str, Any]], units: float = 1.0) -> study.CaptionSelection:
+    """Per figure: the models shown, the same with their parameters, and the roles missing (see `study.caption_selection`)."""
+    return study.caption_selection(entries, units)
 
 
 # ---------------------------------------------------------------- styles: one colour and marker per model kind

@@ -1,4 +1,4 @@
-"""The paper's published numbers (workflow/paper/*.csv) and which of our models each row is.
+"""The paper's published numbers (smoothsqueeze/resources/paper/*.csv) and which of our models each row is.
 
 The CSVs are copies of shared/paper/*.csv shipped inside the repository, so a fresh clone can
 build the comparison tables. A paper row is matched to a model of the study by its parameters:
@@ -16,11 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import PipelineError
+from .study import PAPER_DIR, PAPER_EPS, paper_csv, paper_tables_for  # noqa: F401 - the plan knows the files
 
-PAPER_DIR = Path(__file__).resolve().parent.parent / "paper"
-
-#: The attack budget of the paper's experiments, in [0, 1] pixel units.
-PAPER_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
 
 
 @dataclass(frozen=True)
@@ -91,17 +88,12 @@ PAPER_TABLES: dict[str, PaperTable] = {
 
 
 def paper_path(name: str) -> Path:
-    return PAPER_DIR / PAPER_TABLES[name].file
+    return paper_csv(name)
 
 
 def tables_for(dataset: str, eps01: float) -> list[str]:
-    """Paper tables a study can be compared with: same dataset and the paper's attack eps.
-
-    A study of another eps (or the digits demo) has no paper counterpart, so none.
-    """
-    if dataset not in PAPER_EPS or not math.isclose(eps01, PAPER_EPS[dataset], rel_tol=1e-6):
-        return []
-    return [t.name for t in PAPER_TABLES.values() if t.dataset in (dataset, None)]
+    """Paper tables a study can be compared with (see `study.paper_tables_for`)."""
+    return paper_tables_for(dataset, eps01)
 
 
 def parse_eps(text: object) -> float:

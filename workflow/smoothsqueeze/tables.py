@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from . import paper
+from . import study
 from .artifacts import atomic_path
 from .errors import PipelineError
 from .render import Column, latex_escape, missing, to_csv, to_html, to_latex
@@ -55,19 +56,13 @@ WIDE = 10
 
 
 def model_kind(entry: dict[str, Any]) -> str:
-    """natural | regularized | adversarial, from a grid entry."""
-    if entry.get("adversarial"):
-        return "adversarial"
-    return "regularized" if any(entry.get(p) for p in ("alpha", "beta", "sigma")) else "natural"
+    """natural | regularized | adversarial, from a grid entry (see `study.coarse_kind`)."""
+    return study.coarse_kind(entry)
 
 
 def defense_label(entry: dict[str, Any]) -> str:
-    """Short name of a grid entry's defense, e.g. 'LS + noise' or 'PGD-10 adv. (eps 0.2, step 0.05)'."""
-    parts = [name for key, name in (("alpha", "LS"), ("beta", "LSQ"), ("sigma", "noise")) if entry.get(key)]
-    adv = entry.get("adversarial")
-    if adv:
-        parts.insert(0, f"PGD-{adv['steps']} adv. (eps {adv['eps']:g}, step {adv['step_size']:g})")
-    return " + ".join(parts) or "natural"
+    """Short name of a grid entry's defense, e.g. 'LS + noise' or 'PGD-10 adv. (eps 0.2, step 0.05)' (see `study.defense_label`)."""
+    return study.defense_label(entry)
 
 
 def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -334,8 +329,7 @@ def adversarial_text(frame: pd.DataFrame) -> str:
 
 
 def eps_text(spec: dict[str, Any]) -> str:
-    units = spec.get("pixel_units", 1)
-    return f"{spec['eps']:g}" if units == 1 else f"{spec['eps']:g}/{units:g}"
+    return study.units_text(spec["eps"], spec.get("pixel_units", 1))
 
 
 def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:

@@ -1,0 +1,745 @@
+"""The study plan: which jobs exist, what each job is told, and how a model is named and labelled.
+
+Torch-free and I/O-free: the Snakefile imports only this module and `config` when it loads, and
+every rule's job spec, path, target list and version comes from here. To follow a setting from
+config.yaml to a table cell, read this module:
+
+- names: `model_id(entry)` (the folder), `kind(entry)` (fine: natural, adv, noise, ls, ls_noise,
+  lsq, lsq_noise, other) and `coarse_kind(entry)` (natural | regularized | adversarial, derived
+  from the fine kind), `defense_label` (tables), `legend_label` (figures): all rendered from one
+  ordered vocabulary, `VOCABULARY` (+ `ADVERSARIAL`).
+- units: a study writes `eps`, `sigma` and step sizes in its `pixel_units` (255 for CIFAR-10).
+  Resolved settings say which unit they hold: `eps01` / `sigma01` / `large_eps01` are in [0, 1]
+  pixel units; `eps` is the study's units, kept for display (`units_text`). Training settings
+  (`resolve_model`) and resolved attacks (`resolve_attack`) keep their historical keys, all
+  in [0, 1] units: renaming them would change every finished model's fingerprint.
+- jobs: `Plan(config)` gives each stage's spec (the JSON its job is told), its paths
+  (`Paths`, each pattern written once, also used with wildcards in rule outputs) and a study's
+  final files (`study_targets`).
+- versions: `STAGE_VERSIONS`, the `version` param of every rule (bump one to rerun that stage).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+#: Data the package carries (installed with it: see pyproject.toml's package-data).
+RESOURCES = Path(__file__).resolve().parent / "resources"
+SCHEMA_FILE = RESOURCES / "config.schema.yaml"
+PAPER_DIR = RESOURCES / "paper"
+
+# ---------------------------------------------------------------- versions
+
+#: Bump when a change alters what a stage computes; rules pass their stage's version as a param
+#: so Snakemake reruns the affected jobs (edits to an imported package do not trigger reruns).
+CODE_VERSION = "2"
+#: The training stage's own version: bumping it retrains (and, for finished models, is refused
+#: until their folders are deleted), so it moves only when training itself changes.
+TRAIN_CODE_VERSION = "2"
+ANALYSIS_VERSION = "2"  # 2: Eq. 4 over every wrong class (eps_l_all ...), prediction by the nearest class
+FIGURES_VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
+AUDIT_VERSION = "audit1"
+TABLES_VERSION = "tables3"
+
+#: rule name -> the version it passes as a param. The one table of stage versions.
+STAGE_VERSIONS: dict[str, str] = {
+    "prepare_data": CODE_VERSION,
+    "train": TRAIN_CODE_VERSION,
+    "craft_blackbox": CODE_VERSION,
+    "evaluate": CODE_VERSION,
+    "analyze": f"{CODE_VERSION}-{ANALYSIS_VERSION}",
+    "figures": f"{CODE_VERSION}-{FIGURES_VERSION}",
+    "audit": f"{CODE_VERSION}-{AUDIT_VERSION}",
+    "audit_table": f"{CODE_VERSION}-{AUDIT_VERSION}",
+    "table_row": f"{CODE_VERSION}-{TABLES_VERSION}",
+    "study_table": f"{CODE_VERSION}-{TABLES_VERSION}",
+    "paper_comparison": f"{CODE_VERSION}-{TABLES_VERSION}",
+    "cost_table": CODE_VERSION,
+}
+
+# ---------------------------------------------------------------- vocabulary
+
+
+@dataclass(frozen=True)
+class Term:
+    """One regulariser of a grid entry: its config key and how ids, tables and legends write it."""
+
+    key: str  # grid entry key
+    id_prefix: str  # model id part: f"{id_prefix}{value}"
+    short: str  # table / kind name ("LS")
+    symbol: str  # legend symbol ("α")
+    kind: str  # fine-kind part ("ls")
+    in_pixel_units: bool = False  # True: the value is in the study's pixel_units
+
+
+#: The regularisers in the order every text names them (ids, legends, table labels, kinds).
+VOCABULARY: tuple[Term, ...] = (
+    Term("alpha", "ls", "LS", "α", "ls"),
+    Term("beta", "sq", "LSQ", "β", "lsq"),
+    Term("sigma", "noise", "noise", "σ", "noise", in_pixel_units=True),
+)
+TERMS = {t.key: t for t in VOCABULARY}
+#: Adversarial training: last in a model id, first in a label.
+ADVERSARIAL = "adversarial"
+ADV_KIND = "adv"
+#: Fine kinds: the combinations the paper has; anything else is "other".
+FINE_KINDS = ("natural", "adv", "noise", "ls", "ls_noise", "lsq", "lsq_noise")
+KIND_NAMES = {"natural": "natural", "adv": "adversarial", "noise": "noise", "ls": "LS", "ls_noise": "LS + noise",
+              "lsq": "LSQ", "lsq_noise": "LSQ + noise", "other": "other"}
+COARSE_KINDS = ("natural", "regularized", "adversarial")
+
+
+def num(value: float) -> str:
+    """A parameter as ids and labels print it ('0.3', '100000')."""
+    return format(value, "g")
+
+
+def units_text(value: float, units: float) -> str:
+    """A value in the study's units as captions print it: '0.3', or '8/255' when pixel_units is 255."""
+    return f"{value:g}" if units == 1 else f"{value:g}/{units:g}"
+
+
+def _present(entry: Mapping[str, Any]) -> list[Term]:
+    return [t for t in VOCABULARY if entry.get(t.key)]
+
+
+def model_id(entry: Mapping[str, Any]) -> str:
+    """Directory name of a grid entry, built from its parameters (e.g. 'ls0.95_noise0.3_k3000')."""
+    parts = [f"{t.id_prefix}{num(entry[t.key])}" for t in _present(entry)]
+    adv = entry.get(ADVERSARIAL)
+    if adv:
+        tag = f"pgd{adv['steps']}-eps{num(adv['eps'])}-step{num(adv['step_size'])}"
+        parts.append(tag if adv.get("random_start", True) else tag + "-norand")
+    seed = f"_seed{entry['seed']}" if entry.get("seed") is not None else ""
+    return "_".join(parts or ["natural"]) + f"_k{entry['k']}" + seed
+
+
+def kind(entry: Mapping[str, Any]) -> str:
+    """Fine kind: natural | adv | noise | ls | ls_noise | lsq | lsq_noise | other (combinations the paper has no role for)."""
+    parts = [t.kind for t in _present(entry)]
+    if entry.get(ADVERSARIAL):
+        parts = [ADV_KIND, *parts]
+    name = "_".join(parts) or "natural"
+    return name if name in FINE_KINDS else "other"
+
+
+def coarse_kind(entry: Mapping[str, Any]) -> str:
+    """natural | regularized | adversarial: any adversarial training, else any regulariser, else natural."""
+    fine = kind(entry)
+    if fine in ("natural", ADV_KIND):
+        return "natural" if fine == "natural" else "adversarial"
+    return "adversarial" if entry.get(ADVERSARIAL) else "regularized"
+
+
+def defense_label(entry: Mapping[str, Any]) -> str:
+    """Table name of a grid entry's defense, e.g. 'LS + noise' or 'PGD-10 adv. (eps 0.2, step 0.05)' (study units)."""
+    parts = [t.short for t in _present(entry)]
+    adv = entry.get(ADVERSARIAL)
+    if adv:
+        parts.insert(0, f"PGD-{adv['steps']} adv. (eps {adv['eps']:g}, step {adv['step_size']:g})")
+    return " + ".join(parts) or "natural"
+
+
+def legend_label(entry: Mapping[str, Any], units: float = 1.0, with_k: bool = False) -> str:
+    """Legend text naming a model by its parameters, e.g. 'LS α=0.95 + noise σ=0.3'."""
+    parts = []
+    adv = entry.get(ADVERSARIAL)
+    if adv:
+        parts.append(f"PGD-{adv['steps']} adv. ε={units_text(adv['eps'], units)}, step {units_text(adv['step_size'], units)}")
+    for t in _present(entry):
+        value = units_text(entry[t.key], units) if t.in_pixel_units else f"{entry[t.key]:g}"
+        parts.append(f"{t.short} {t.symbol}={value}")
+    text = " + ".join(parts) or "natural"
+    return f"{text}, k={entry['k']}" if with_k else text
+
+
+def params01(entry: Mapping[str, Any], units: float) -> dict[str, float]:
+    """alpha, beta and sigma of a grid entry, sigma in [0, 1] units (the keys figure roles target)."""
+    return {t.key: (entry.get(t.key) or 0) / (units if t.in_pixel_units else 1) for t in VOCABULARY}
+
+
+# ---------------------------------------------------------------- resolved settings ([0, 1] units)
+
+
+def resolve_attack(attack: Mapping[str, Any], eps: float, units: float) -> dict[str, Any]:
+    """An attack's settings in [0, 1] pixel units, ready for `attacks.pgd` (keys `eps`, `step_size`: [0, 1])."""
+    eps01 = eps / units
+    return {
+        "name": attack["name"],
+        "method": attack["method"],
+        "loss": attack["loss"],
+        "eps": eps01,
+        "steps": 1 if attack["method"] == "fgsm" else attack.get("steps", 1),
+        "step_size": eps01 if attack["method"] == "fgsm" else attack.get("step_size", 0) / units,
+        "random_start": attack.get("random_start", False),
+        "restarts": attack.get("restarts", 1),
+    }
+
+
+def resolve_model(study: Mapping[str, Any], study_name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything that determines one trained model; `sigma` and `adversarial` in [0, 1] pixel units."""
+    units = study.get("pixel_units", 1)
+    adv = entry.get(ADVERSARIAL)
+    return {
+        "study": study_name,
+        "model_id": model_id(entry),
+        "dataset": study["dataset"],
+        "architecture": study["architecture"],
+        "seed": entry["seed"] if entry.get("seed") is not None else study["seed"],
+        "alpha": entry.get("alpha", 0),
+        "beta": entry.get("beta", 0),
+        "sigma": entry.get("sigma", 0) / units,
+        "k": entry["k"],
+        "adversarial": None
+        if not adv
+        else {
+            "steps": adv["steps"],
+            "step_size": adv["step_size"] / units,
+            "eps": adv["eps"] / units,
+            "random_start": adv.get("random_start", True),
+        },
+        "train": copy.deepcopy(study["train"]),
+        "config_entry": copy.deepcopy(dict(entry)),
+        "pixel_units": units,
+    }
+
+
+#: AutoAttack attack name -> accuracy key in the audit record.
+AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+AA_KEYS = {"apgd-ce": "apgd_ce", "apgd-t": "apgd_t", "fab-t": "fab_t", "square": "square"}
+
+
+def audit_settings(study: Mapping[str, Any]) -> dict[str, Any]:
+    """The study's `audit:` block (schema defaults filled in by config validation) resolved for the job.
+
+    Null settings take the study's values; `eps01` and `large_eps01` are in [0, 1] units.
+    """
+    s = copy.deepcopy(dict(study["audit"]))
+    units = float(study.get("pixel_units", 1))
+    attack = study["attack"]
+    s.pop("large_eps", None)
+    s["eps01"] = attack["eps"] / units
+    large = study["audit"].get("large_eps")
+    s["large_eps01"] = (large if large is not None else 0.5 * units) / units
+    s["batch_size"] = s.get("batch_size") or attack.get("batch_size", 500)
+    s["n_examples"] = s.get("n_examples") or attack.get("max_examples")
+    s["seed"] = study["seed"] if s.get("seed") is None else s["seed"]
+    s["pixel_units"] = units
+    return s
+
+
+ANALYSIS_BATCH_SIZE = 200
+TABLE_LAYOUTS = ("combined", "split")
+#: Study tables (layouts of the paper's tables; tables.STUDY_TABLES holds their titles).
+STUDY_TABLE_NAMES = ("accuracy", "whitebox", "blackbox", "eq4")
+
+
+def table_layout(study: Mapping[str, Any]) -> str:
+    """'split' (Tables 3/6 + 4/7) for CIFAR-10, else 'combined' (Tables 2/5); `analysis.table_layout` overrides."""
+    return (study.get("analysis") or {}).get("table_layout") or ("split" if study["dataset"] == "cifar10" else "combined")
+
+
+# ---------------------------------------------------------------- paper tables (names only: paper.py reads them)
+
+#: The attack budget of the paper's experiments, in [0, 1] pixel units.
+PAPER_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
+#: Paper table -> (CSV under the package's resources/paper/, dataset; None: every dataset, a `dataset` column).
+PAPER_TABLE_FILES: dict[str, tuple[str, str | None]] = {
+    "table1": ("table1.csv", None),
+    "table5": ("mnist_table5.csv", "mnist"),
+    "table6": ("cifar10_table6.csv", "cifar10"),
+    "table7": ("cifar10_table7.csv", "cifar10"),
+}
+
+
+def paper_csv(name: str) -> Path:
+    """The paper's CSV of table `name`, inside the package."""
+    return PAPER_DIR / PAPER_TABLE_FILES[name][0]
+
+
+def paper_tables_for(dataset: str, eps01: float) -> list[str]:
+    """Paper tables a study can be compared with: same dataset and the paper's attack eps.
+
+    A study of another eps (or the digits demo) has no paper counterpart, so none.
+    """
+    if dataset not in PAPER_EPS or not math.isclose(eps01, PAPER_EPS[dataset], rel_tol=1e-6):
+        return []
+    return [name for name, (_file, ds) in PAPER_TABLE_FILES.items() if ds in (dataset, None)]
+
+
+# ---------------------------------------------------------------- figures: which model shows in which role
+
+
+@dataclass(frozen=True)
+class Role:
+    """A kind of model a figure wants; `target` = the paper's parameters ([0, 1] pixel units)."""
+
+    kind: str
+    target: dict[str, float] = field(default_factory=dict)
+    pick: str = "closest"  # closest | most_steps | fewest_steps
+
+    def describe(self) -> str:
+        text = KIND_NAMES[self.kind]
+        if self.pick != "closest":
+            text = ("strong " if self.pick == "most_steps" else "weak ") + text
+        if self.target:
+            text += " (paper, MNIST: " + ", ".join(f"{TERMS[k].symbol}={v:g}" for k, v in self.target.items()) + ")"
+        return text
+
+
+NATURAL = Role("natural")
+ADV_STRONG = Role("adv", pick="most_steps")
+ADV_WEAK = Role("adv", pick="fewest_steps")
+#: name -> (paper figure, what it plots, roles). The paper's targets are its MNIST settings.
+FIGURES: dict[str, tuple[str, str, tuple[Role, ...]]] = {
+    "fig1_eq4_adversarial": ("Figure 1 (MNIST) / Figure 5 (CIFAR-10)", "eq4", (NATURAL, ADV_STRONG)),
+    "fig2_logits_adversarial": ("Figure 2", "z_y", (NATURAL, ADV_WEAK, ADV_STRONG)),
+    "fig3_eq4_label_smoothing": (
+        "Figure 3", "eq4",
+        (Role("ls", {"alpha": 0.75}), Role("noise", {"sigma": 0.5}), Role("ls_noise", {"alpha": 0.75, "sigma": 0.5}), NATURAL),
+    ),
+    "fig4_eq4_smoothing_squeezing": (
+        "Figure 4", "eq4",
+        (Role("ls_noise", {"alpha": 0.75, "sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
+         Role("lsq_noise", {"beta": 2.0, "sigma": 0.5}), Role("lsq_noise", {"beta": 0.5, "sigma": 0.5}), NATURAL),
+    ),
+    "fig6_gradient_norm": (
+        "Figure 6", "grad_norm",
+        (Role("ls_noise", {"alpha": 0.75, "sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
+         Role("lsq_noise", {"beta": 2.0, "sigma": 0.5}), Role("lsq_noise", {"beta": 0.5, "sigma": 0.5}), NATURAL),
+    ),
+    "fig7_eq4_logit_squeezing": (
+        "Figure 7", "eq4",
+        (Role("lsq_noise", {"beta": 0.5, "sigma": 0.5}), Role("lsq", {"beta": 0.5}), Role("noise", {"sigma": 0.5}), NATURAL),
+    ),
+    "fig8_activations_penultimate": (
+        "Figure 8", "features",
+        (NATURAL, ADV_STRONG, Role("noise", {"sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
+         Role("lsq_noise", {"beta": 0.5, "sigma": 0.5})),
+    ),
+    "fig9_activations_logits": (
+        "Figure 9", "logit_sums",
+        (NATURAL, ADV_STRONG, Role("noise", {"sigma": 0.5}), Role("ls_noise", {"alpha": 0.2, "sigma": 0.5}),
+         Role("lsq_noise", {"beta": 0.5, "sigma": 0.5})),
+    ),
+    "training_curves": ("", "training", ()),
+}
+FIGURE_FORMATS = ("png", "pdf")
+
+
+def _rank(role: Role, index: int, entry: Mapping[str, Any], units: float) -> tuple[float, ...]:
+    adv = entry.get(ADVERSARIAL) or {}
+    if role.pick == "most_steps":
+        return (-adv.get("steps", 0), -adv.get("eps", 0), -entry["k"], index)
+    if role.pick == "fewest_steps":
+        return (adv.get("steps", 0), -adv.get("eps", 0), -entry["k"], index)
+    params = params01(entry, units)
+    distance = sum(abs(math.log(params[key] / value)) for key, value in role.target.items())
+    return (distance, -entry["k"], index)
+
+
+def assign(entries: Mapping[str, Mapping[str, Any]], units: float = 1.0) -> dict[str, list[tuple[Role, str | None]]]:
+    """For each figure: its roles in order, each with the model id that fills it (None: the study lacks one).
+
+    `entries` maps model id -> grid entry (study units), in grid order. A model fills at most
+    one role of a figure. Roles with no target (training curves) get every model.
+    """
+    out: dict[str, list[tuple[Role, str | None]]] = {}
+    for name, (_paper, _what, roles) in FIGURES.items():
+        if not roles:
+            out[name] = [(Role("other"), mid) for mid in entries]
+            continue
+        # Best (role, model) pairs first, so a model goes to the role it matches most closely.
+        pairs = sorted(
+            (_rank(role, i, entry, units), r, mid)
+            for r, role in enumerate(roles)
+            for i, (mid, entry) in enumerate(entries.items())
+            if kind(entry) == role.kind
+        )
+        filled: dict[int, str] = {}
+        for _rank_key, r, mid in pairs:
+            if r not in filled and mid not in filled.values():
+                filled[r] = mid
+        out[name] = [(role, filled.get(r)) for r, role in enumerate(roles)]
+    return out
+
+
+def select(entries: Mapping[str, Mapping[str, Any]], units: float = 1.0) -> dict[str, dict[str, list[str]]]:
+    """For each figure: the model ids it shows (role order) and the roles the study lacks."""
+    return {
+        name: {
+            "models": [mid for _role, mid in pairs if mid is not None],
+            "missing": [role.describe() for role, mid in pairs if mid is None],
+        }
+        for name, pairs in assign(entries, units).items()
+    }
+
+
+def shown(entries: Mapping[str, Mapping[str, Any]], units: float = 1.0) -> dict[str, list[str]]:
+    """For each figure, per model shown: its parameters and id, and the role's target where the model differs from it.
+
+    E.g. 'LSQ β=2 [sq2_k400000; role target β=0.5]': what a caption says the figure shows.
+    """
+    out: dict[str, list[str]] = {}
+    for name, pairs in assign(entries, units).items():
+        texts = []
+        for role, mid in pairs:
+            if mid is None:
+                continue
+            text = f"{legend_label(entries[mid], units)} [{mid}"
+            params = params01(entries[mid], units)
+            if role.target and any(not math.isclose(params[k], v) for k, v in role.target.items()):
+                text += "; role target " + ", ".join(
+                    f"{TERMS[k].symbol}={units_text(v * units, units) if TERMS[k].in_pixel_units else format(v, 'g')}"
+                    for k, v in role.target.items()
+                )
+            texts.append(text + "]")
+        out[name] = texts
+    return out
+
+
+# ---------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file pattern of the pipeline, written once. Pass "{study}", "{model}" ... for rule outputs."""
+
+    results: str
+    reports: str
+    data: str
+
+    def dataset(self, dataset: str) -> str:
+        return f"{self.data}/{dataset}.npz"
+
+    def prepare_log(self, dataset: str) -> str:
+        return f"{self.data}/logs/prepare_{dataset}.log"
+
+    def download_dir(self, dataset: str) -> str:
+        return f"{self.data}/downloads/{dataset}"
+
+    def model_dir(self, study: str, model: str) -> str:
+        return f"{self.results}/{study}/models/{model}"
+
+    def checkpoint(self, study: str, model: str) -> str:
+        return f"{self.model_dir(study, model)}/model.pt"
+
+    def metrics(self, study: str, model: str) -> str:
+        return f"{self.model_dir(study, model)}/metrics.json"
+
+    def settings(self, study: str, model: str) -> str:
+        return f"{self.model_dir(study, model)}/settings.json"
+
+    def log(self, study: str, stage: str, name: str) -> str:
+        """A job's log under results/ (stage: train, blackbox, evaluate, analysis, audit)."""
+        return f"{self.results}/{study}/logs/{stage}/{name}.log"
+
+    def benchmark(self, study: str, stage: str, name: str) -> str:
+        return f"{self.results}/{study}/benchmarks/{stage}/{name}.tsv"
+
+    def blackbox(self, study: str, attack: str) -> str:
+        return f"{self.results}/{study}/blackbox/{attack}.npz"
+
+    def record(self, study: str, model: str) -> str:
+        return f"{self.results}/{study}/records/{model}.json"
+
+    def analysis(self, study: str, model: str) -> str:
+        return f"{self.results}/{study}/analysis/{model}.npz"
+
+    def analysis_summary(self, study: str, model: str) -> str:
+        return f"{self.results}/{study}/analysis/{model}.json"
+
+    def audit(self, study: str, model: str) -> str:
+        return f"{self.results}/{study}/audit/{model}.json"
+
+    def cost_log(self, study: str) -> str:
+        return f"{self.results}/{study}/logs/cost.log"
+
+    def figures_dir(self, study: str) -> str:
+        return f"{self.reports}/{study}/figures"
+
+    def figure(self, study: str, name: str, fmt: str) -> str:
+        return f"{self.figures_dir(study)}/{name}.{fmt}"
+
+    def row(self, study: str, model: str) -> str:
+        return f"{self.reports}/{study}/rows/{model}.csv"
+
+    def table(self, study: str, name: str, ext: str) -> str:
+        return f"{self.reports}/{study}/tables/{name}.{ext}"
+
+    def report_log(self, study: str, name: str) -> str:
+        """A log under reports/ (figures, rows/<model>, tables/<name>, report)."""
+        return f"{self.reports}/{study}/logs/{name}.log"
+
+    def report(self, study: str) -> str:
+        return f"{self.reports}/{study}/report.html"
+
+    def report_config(self, study: str) -> str:
+        return f"{self.reports}/{study}/logs/report_config.json"
+
+    def report_partial(self, study: str) -> str:
+        return f"{self.reports}/{study}/.report.partial.html"
+
+
+TABLE_FORMATS = ("html", "csv", "tex")
+FORMAT_LABELS = {"html": "view", "csv": "CSV", "tex": "LaTeX"}
+
+
+def as_json(obj: Any) -> str:
+    """How a spec is handed to a job: one JSON word, keys sorted (so equal specs are equal params)."""
+    return json.dumps(obj, sort_keys=True)
+
+
+# ---------------------------------------------------------------- the plan of one config
+
+
+
+class CaptionSelection(dict):  # type: ignore[type-arg]
+    """The per-figure caption texts, a dict whose str() is one short line.
+
+    Snakemake's report prints every job parameter with str() in each figure's info panel, while
+    rerun triggers compare repr(); so the captions index the full texts, the panel shows a line.
+    """
+
+    def __str__(self) -> str:
+        return f"per-figure model lists for the captions ({len(self)} figures)"
+
+
+def caption_selection(entries: dict[str, dict[str, Any]], units: float = 1.0) -> CaptionSelection:
+    """Per figure: the models shown, the same with their parameters, and the roles missing (caption text)."""
+    chosen, texts = select(entries, units), shown(entries, units)
+    return CaptionSelection(
+        {
+            name: {
+                "models": ", ".join(sel["models"]) or "none",
+                "shown": "; ".join(texts[name]) or "none",
+                "missing": "; ".join(sel["missing"]) or "none",
+            }
+            for name, sel in chosen.items()
+        }
+    )
+
+class Plan:
+    """A validated config's jobs: ids, specs, paths and final files of each study."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        self.paths = Paths(config["results_dir"], config["reports_dir"], config["data_dir"])
+
+    # -- studies and models
+
+    def study(self, name: str) -> dict[str, Any]:
+        if name not in self.config["studies"]:
+            from .errors import PipelineError
+
+            raise PipelineError(f"config error: unknown study {name!r} (have {sorted(self.config['studies'])})")
+        return self.config["studies"][name]
+
+    def units(self, study: str) -> float:
+        return self.study(study).get("pixel_units", 1)
+
+    def model_ids(self, study: str) -> list[str]:
+        return [model_id(e) for e in self.study(study)["grid"]]
+
+    def entries(self, study: str) -> dict[str, dict[str, Any]]:
+        """model id -> grid entry (study units), in grid order."""
+        return {model_id(e): e for e in self.study(study)["grid"]}
+
+    def entry(self, study: str, model: str) -> dict[str, Any]:
+        entries = self.entries(study)
+        if model not in entries:
+            from .errors import PipelineError
+
+            raise PipelineError(f"config error: study {study!r} has no model {model!r} (have {list(entries)})")
+        return entries[model]
+
+    def dataset_file(self, study: str) -> str:
+        return self.paths.dataset(self.study(study)["dataset"])
+
+    def blackbox_names(self, study: str) -> list[str]:
+        return [a["name"] for a in self.study(study)["blackbox"]["attacks"]]
+
+    def blackbox_source_checkpoint(self, study: str) -> str:
+        return self.paths.checkpoint(study, self.study(study)["blackbox"]["source"])
+
+    def resolved_attacks(self, study: str, attacks: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        st = self.study(study)
+        return [resolve_attack(a, st["attack"]["eps"], st.get("pixel_units", 1)) for a in attacks]
+
+    def resolve_model(self, study: str, model: str) -> dict[str, Any]:
+        return resolve_model(self.study(study), study, self.entry(study, model))
+
+    # -- job specs (what each job is told)
+
+    def train_spec(self, study: str, model: str) -> dict[str, Any]:
+        return self.resolve_model(study, model)
+
+    def blackbox_spec(self, study: str, attack: str) -> dict[str, Any]:
+        st = self.study(study)
+        attacks = {a["name"]: a for a in self.resolved_attacks(study, st["blackbox"]["attacks"])}
+        return {
+            "attack": attacks[attack],
+            "batch_size": st["attack"]["batch_size"],
+            "max_examples": st["attack"].get("max_examples"),
+            "seed": st["seed"],
+            "architecture": st["architecture"],
+        }
+
+    def evaluate_spec(self, study: str, model: str) -> dict[str, Any]:
+        st = self.study(study)
+        settings = self.resolve_model(study, model)
+        return {
+            "whitebox": self.resolved_attacks(study, st["attack"]["whitebox"]),
+            "batch_size": st["attack"]["batch_size"],
+            "max_examples": st["attack"].get("max_examples"),
+            "seed": st["seed"],
+            "architecture": st["architecture"],
+            "info": {
+                "study": study,
+                "model_id": model,
+                "dataset": st["dataset"],
+                "architecture": st["architecture"],
+                "entry": settings["config_entry"],
+                "pixel_units": settings["pixel_units"],
+                "eps": st["attack"]["eps"],
+                "blackbox_source": st["blackbox"]["source"],
+                "squeeze_norm": settings["train"].get("squeeze_norm"),
+            },
+        }
+
+    def analysis_spec(self, study: str, model: str) -> dict[str, Any]:
+        """Eq. 4 is computed in the study's units: `eps` (study units) with `pixel_units`."""
+        st = self.study(study)
+        analysis = st.get("analysis") or {}
+        return {
+            "eps": st["attack"]["eps"],
+            "pixel_units": st.get("pixel_units", 1),
+            "batch_size": analysis.get("batch_size", ANALYSIS_BATCH_SIZE),
+            "max_examples": analysis.get("max_examples", st["attack"].get("max_examples")),
+            "architecture": st["architecture"],
+            "info": {
+                "study": study,
+                "model_id": model,
+                "dataset": st["dataset"],
+                "architecture": st["architecture"],
+                "entry": self.resolve_model(study, model)["config_entry"],
+            },
+        }
+
+    def figures_spec(self, study: str) -> dict[str, Any]:
+        """What the figures job is told besides its input files (one per model, in grid order)."""
+        st = self.study(study)
+        return {"study": study, "eps": st["attack"]["eps"], "pixel_units": st.get("pixel_units", 1)}
+
+    def figure_inputs(self, study: str) -> dict[str, list[str]]:
+        """The figures job's input files, one list per kind, each in grid order."""
+        ids = self.model_ids(study)
+        return {
+            "summaries": [self.paths.analysis_summary(study, m) for m in ids],
+            "analysis": [self.paths.analysis(study, m) for m in ids],
+            "metrics": [self.paths.metrics(study, m) for m in ids],
+            "records": [self.paths.record(study, m) for m in ids],
+            "audits": [self.paths.audit(study, m) for m in ids],
+        }
+
+    def figure_selection(self, study: str) -> "CaptionSelection":
+        """Per figure the models shown, the same with their parameters, and the roles missing, as text for the report captions."""
+        return caption_selection(self.entries(study), self.units(study))
+
+    def audit_spec(self, study: str, model: str) -> dict[str, Any]:
+        st = self.study(study)
+        return {
+            "settings": audit_settings(st),
+            "architecture": st["architecture"],
+            "info": {
+                "study": study,
+                "model_id": model,
+                "dataset": st["dataset"],
+                "entry": self.entry(study, model),
+                "study_eps": st["attack"]["eps"],
+            },
+        }
+
+    def tables_spec(self, study: str) -> dict[str, Any]:
+        """The study facts the tables need (attack names decide the columns)."""
+        st = self.study(study)
+        return {
+            "study": study,
+            "dataset": st["dataset"],
+            "eps": st["attack"]["eps"],
+            "pixel_units": st.get("pixel_units", 1),
+            "whitebox": [{"name": a["name"], "method": a["method"]} for a in st["attack"]["whitebox"]],
+            "blackbox": [{"name": a["name"], "method": a["method"]} for a in st["blackbox"]["attacks"]],
+            "blackbox_source": st["blackbox"]["source"],
+            "squeeze_norm": st["train"].get("squeeze_norm"),
+            "lr_milestones": st["train"].get("lr_milestones", []),
+        }
+
+    def table_caption_facts(self, study: str) -> dict[str, str]:
+        """Plain-text settings for the report captions (workflow/report/tables/*.rst)."""
+        spec = self.tables_spec(study)
+        return {
+            "eps": units_text(spec["eps"], spec["pixel_units"]),
+            "whitebox": ", ".join(a["name"] for a in spec["whitebox"]),
+            "blackbox": ", ".join(a["name"] for a in spec["blackbox"]),
+            "source": spec["blackbox_source"],
+            "dataset": spec["dataset"],
+            "squeeze_norm": spec.get("squeeze_norm") or "n/a",
+        }
+
+    # -- tables
+
+    def study_table_names(self, study: str) -> list[str]:
+        """Paper layout: 'accuracy' (Tables 2/5), or 'whitebox' + 'blackbox' (Tables 3/6, 4/7); then 'eq4'."""
+        return (["whitebox", "blackbox"] if table_layout(self.study(study)) == "split" else ["accuracy"]) + ["eq4"]
+
+    def paper_table_names(self, study: str) -> list[str]:
+        st = self.study(study)
+        return paper_tables_for(st["dataset"], st["attack"]["eps"] / st.get("pixel_units", 1))
+
+    def row_inputs(self, study: str, model: str) -> dict[str, str]:
+        """A row needs its record, and for Table 1's natural and adversarial models their analysis summary."""
+        inputs = {"record": self.paths.record(study, model)}
+        if coarse_kind(self.entry(study, model)) in ("natural", "adversarial"):
+            inputs["analysis"] = self.paths.analysis_summary(study, model)
+        return inputs
+
+    def table_rows(self, study: str, table: str | None = None) -> list[str]:
+        """Row files of a table; Table 1's layout (eq4) has natural and adversarial models only."""
+        models = self.model_ids(study)
+        if table == "eq4":
+            models = [m for m in models if coarse_kind(self.entry(study, m)) != "regularized"]
+        return [self.paths.row(study, m) for m in models]
+
+    # -- final files
+
+    def study_targets(self, study: str) -> list[str]:
+        """Every final file of a study (the study's target and the report's inputs, plus the report)."""
+        p, models = self.paths, self.model_ids(study)
+        tables = self.study_table_names(study) + [f"paper_{t}" for t in self.paper_table_names(study)]
+        return [
+            *(f(study, m) for m in models for f in (p.analysis, p.analysis_summary)),
+            *(p.figure(study, name, fmt) for name in FIGURES for fmt in FIGURE_FORMATS),
+            *(p.audit(study, m) for m in models),
+            *(p.table(study, "audit", ext) for ext in ("csv", "tex", "html")),
+            p.table(study, "cost", "csv"),
+            p.table(study, "cost", "tex"),
+            *(p.record(study, m) for m in models),
+            p.report(study),
+            *(p.row(study, m) for m in models),
+            *(p.table(study, name, ext) for name in tables for ext in ("csv", "tex", "html")),
+            *(p.checkpoint(study, m) for m in models),
+        ]
+
+    def report_inputs(self, study: str) -> list[str]:
+        own = self.paths.report(study)
+        return [path for path in self.study_targets(study) if path != own]
+
+
+def cost_model_args(settings: Sequence[str], metrics: Sequence[str], train_bench: Sequence[str], eval_bench: Sequence[str]) -> list[str]:
+    """`--model SETTINGS METRICS TRAIN_BENCH EVAL_BENCH` per model, as a list of words for `{params.models:q}`."""
+    return [word for group in zip(settings, metrics, train_bench, eval_bench) for word in ("--model", *group)]
