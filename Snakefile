@@ -3,6 +3,7 @@
 # The plan (model ids, job specs, paths, stage versions, each study's final files) is one
 # torch-free module, smoothsqueeze/study.py; this file loads only it and the config checker,
 # then includes the rules files in pipeline order.
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ sys.path.insert(0, PACKAGE_ROOT)
 
 from smoothsqueeze.config import ConfigError, validate_config
 from smoothsqueeze.job_environment import prepare_job_environment
-from smoothsqueeze.study import Plan
+from smoothsqueeze.study import GPU_SLOTS_ENV, Plan
 
 prepare_job_environment(PACKAGE_ROOT)
 
@@ -27,6 +28,10 @@ try:
     validate_config(config)
 except ConfigError as _err:
     sys.exit(str(_err))
+
+# Jobs sharing one GPU: every job (local or Slurm) inherits the slots per device; a value already
+# in the environment wins over the config's.
+os.environ.setdefault(GPU_SLOTS_ENV, str(config["gpu_slots"]))
 
 
 report: "workflow/report/workflow.rst"

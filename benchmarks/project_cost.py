@@ -4,7 +4,7 @@ Times a few steps of every kind of job the study's grid holds (smoothsqueeze.pro
 scales them by the grid's iteration and attack counts. Writes a CSV (one row per model, one per
 black-box set, a TOTAL row; seconds per stage, device-hours, Slurm runtimes with a margin), the
 summary line beside it (<out stem>.txt) and prints both. Same command as
-`python -m smoothsqueeze.projection`, with this checkout's config.yaml as the default --config.
+`python -m smoothsqueeze project`, with this checkout's config.yaml as the default --config.
 
     python benchmarks/project_cost.py --study mnist --steps 3 --out projection.csv
     python benchmarks/project_cost.py --study mnist cifar10 --out 'projection-{study}.csv' --json timings.json
@@ -22,10 +22,15 @@ except ImportError:
     sys.path.insert(0, str(ROOT / "workflow"))
 
 from smoothsqueeze import projection  # noqa: E402
+from smoothsqueeze.cli_support import OneLineParser, exit_status  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return projection.main(argv, default_config=str(ROOT / "config.yaml"))
+    """`python -m smoothsqueeze project` with this checkout's config.yaml as the default --config."""
+    parser = OneLineParser(prog="benchmarks/project_cost.py", description=__doc__.splitlines()[0])
+    projection.add_arguments(parser, default_config=str(ROOT / "config.yaml"))
+    args = parser.parse_args(argv)
+    return exit_status(lambda: projection.run(args))
 
 
 if __name__ == "__main__":

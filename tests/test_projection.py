@@ -193,15 +193,19 @@ def test_command_line_bad_input_is_one_line(args: list[str], message: str, tmp_p
 
 def test_module_command_takes_the_resolved_config_as_json(config: dict, digits_timings: Timings, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """What a workflow rule runs: `python -m smoothsqueeze.projection --config-json ...` (no file, no default)."""
+    """What a workflow rule runs: `python -m smoothsqueeze project --config-json ...` (no file, no default)."""
     import json
 
     monkeypatch.setattr(projection, "measure", lambda *a, **k: digits_timings)
     out = tmp_path / "projection.csv"
-    assert projection.main(["--study", "digits", "--config-json", json.dumps(config), "--device", "cpu", "--out", str(out)]) == 0
+    from smoothsqueeze import cli
+
+    assert cli.main(["project", "--study", "digits", "--config-json", json.dumps(config), "--device", "cpu", "--out", str(out)]) == 0
     assert out.is_file() and "projection digits on" in capsys.readouterr().out
-    with pytest.raises(SystemExit):  # neither --config nor --config-json, and no default
-        projection.main(["--study", "digits", "--out", str(out)])
+    # neither --config nor --config-json (the stage has no default config): one line, exit 2
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["project", "--study", "digits", "--out", str(out)])
+    assert refused.value.code == 2
 
 
 def test_a_smaller_timed_training_batch_is_scaled_to_the_study_batch(config: dict, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,3 +242,22 @@ def test_plan_module_is_torch_free_and_io_free() -> None:
     assert modules <= {"__future__", "copy", "json", "math", "dataclasses", "pathlib", "typing"}, modules
     calls = {node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
     assert not calls & {"read_text", "read_bytes", "open", "write_text", "exists", "glob"}, calls & {"read_text", "open"}
+
+
+def test_gpu_slots_a_wide_resnet_job_holds_a_whole_card_and_a_small_cnn_one_slot(config: dict) -> None:
+    shared = copy.deepcopy(config)
+    shared["gpu_slots"] = 4
+    plan4 = Plan(shared)
+    assert plan4.gpu_slots("cifar10") == 4 and plan4.gpu_job_slots("cifar10") == "all"  # wide ResNet
+    assert plan4.gpu_slots("mnist") == 1 and plan4.gpu_job_slots("mnist") == "1"
+    assert Plan(config).gpu_slots("cifar10") == 1  # default: one job per card
+    from smoothsqueeze.gpu_claim import SLOTS_ENV, WHOLE_DEVICE_ARCHITECTURES
+
+    assert study.WHOLE_DEVICE_ARCHITECTURES == WHOLE_DEVICE_ARCHITECTURES and study.GPU_SLOTS_ENV == SLOTS_ENV  # plan and claimer agree
+
+
+def test_gpu_slots_must_be_a_positive_integer(config: dict) -> None:
+    bad = copy.deepcopy(config)
+    bad["gpu_slots"] = 0
+    with pytest.raises(cfg.ConfigError, match="gpu_slots"):
+        cfg.validate_config(bad)

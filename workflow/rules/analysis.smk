@@ -13,23 +13,24 @@ rule analyze:
         npz=plan.paths.analysis("{study}", "{model}"),
         summary=plan.paths.analysis_summary("{study}", "{model}"),
     params:
+        gpu_job_slots=lambda w: plan.gpu_job_slots(w.study),
         spec=lambda w: as_json(plan.analysis_spec(w.study, w.model)),
         version=STAGE_VERSIONS["analyze"],
     resources:
-        gpu=1,
+        gpu=lambda w: plan.gpu_slots(w.study),
     conda:
         "../../envs/torch.yaml"
     log:
         plan.paths.log("{study}", "analysis", "{model}"),
     shell:
-        "python -m smoothsqueeze analysis --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "SMOOTHSQUEEZE_GPU_JOB_SLOTS={params.gpu_job_slots} python -m smoothsqueeze analysis --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --out {output.npz:q} --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule figures:
     input:
-        # One file per model and kind, in grid order; records (measured PGD) and audits (AutoAttack)
-        # give the numbers printed beside each Eq. 4 prediction.
+        # Per model, in grid order: analysis files, metrics, records (measured PGD) and audits (AutoAttack),
+        # whose numbers are printed beside each Eq. 4 prediction.
         unpack(lambda w: plan.figure_inputs(w.study)),
     output:
         **{

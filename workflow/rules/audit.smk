@@ -19,16 +19,17 @@ rule audit:
     output:
         plan.paths.audit("{study}", "{model}"),
     params:
+        gpu_job_slots=lambda w: plan.gpu_job_slots(w.study),
         spec=lambda w: as_json(plan.audit_spec(w.study, w.model)),
         version=STAGE_VERSIONS["audit"],
     resources:
-        gpu=1,
+        gpu=lambda w: plan.gpu_slots(w.study),
     conda:
         "../../envs/torch.yaml"
     log:
         plan.paths.log("{study}", "audit", "{model}"),
     shell:
-        "python -m smoothsqueeze audit --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "SMOOTHSQUEEZE_GPU_JOB_SLOTS={params.gpu_job_slots} python -m smoothsqueeze audit --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --record {input.record:q} --out {output:q} > {log:q} 2>&1"
 
 

@@ -12,10 +12,11 @@ rule craft_blackbox:
     output:
         plan.paths.blackbox("{study}", "{attack}"),
     params:
+        gpu_job_slots=lambda w: plan.gpu_job_slots(w.study),
         spec=lambda w: as_json(plan.blackbox_spec(w.study, w.attack)),
         version=STAGE_VERSIONS["craft_blackbox"],
     resources:
-        gpu=1,
+        gpu=lambda w: plan.gpu_slots(w.study),
     conda:
         "../../envs/torch.yaml"
     log:
@@ -23,7 +24,7 @@ rule craft_blackbox:
     benchmark:
         plan.paths.benchmark("{study}", "blackbox", "{attack}")
     shell:
-        "python -m smoothsqueeze craft-blackbox --spec {params.spec:q} --source {input.source:q} "
+        "SMOOTHSQUEEZE_GPU_JOB_SLOTS={params.gpu_job_slots} python -m smoothsqueeze craft-blackbox --spec {params.spec:q} --source {input.source:q} "
         "--data {input.data:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -35,12 +36,13 @@ rule evaluate:
     output:
         plan.paths.record("{study}", "{model}"),
     params:
+        gpu_job_slots=lambda w: plan.gpu_job_slots(w.study),
         spec=lambda w: as_json(plan.evaluate_spec(w.study, w.model)),
         # One NAME=PATH word per set, each quoted by `{params.sets:q}`.
         sets=lambda w, input: [f"{n}={input.blackbox[i]}" for i, n in enumerate(plan.blackbox_names(w.study))],
         version=STAGE_VERSIONS["evaluate"],
     resources:
-        gpu=1,
+        gpu=lambda w: plan.gpu_slots(w.study),
     conda:
         "../../envs/torch.yaml"
     log:
@@ -48,5 +50,5 @@ rule evaluate:
     benchmark:
         plan.paths.benchmark("{study}", "evaluate", "{model}")
     shell:
-        "python -m smoothsqueeze evaluate --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
+        "SMOOTHSQUEEZE_GPU_JOB_SLOTS={params.gpu_job_slots} python -m smoothsqueeze evaluate --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
         "--data {input.data:q} --blackbox {params.sets:q} --out {output:q} > {log:q} 2>&1"

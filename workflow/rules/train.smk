@@ -20,10 +20,11 @@ rule train:
         metrics=plan.paths.metrics("{study}", "{model}"),
         settings=plan.paths.settings("{study}", "{model}"),
     params:
+        gpu_job_slots=lambda w: plan.gpu_job_slots(w.study),
         settings=lambda w: as_json(plan.train_spec(w.study, w.model)),
         version=STAGE_VERSIONS["train"],
     resources:
-        gpu=1,
+        gpu=lambda w: plan.gpu_slots(w.study),
     conda:
         "../../envs/torch.yaml"
     log:
@@ -31,5 +32,5 @@ rule train:
     benchmark:
         plan.paths.benchmark("{study}", "train", "{model}")
     shell:
-        "python -m smoothsqueeze train --spec {params.settings:q} --data {input.data:q} "
+        "SMOOTHSQUEEZE_GPU_JOB_SLOTS={params.gpu_job_slots} python -m smoothsqueeze train --spec {params.settings:q} --data {input.data:q} "
         "--checkpoint {output.checkpoint:q} --metrics {output.metrics:q} --settings-out {output.settings:q} > {log:q} 2>&1"

@@ -51,6 +51,10 @@ def _input_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, los
     x = x.detach().requires_grad_(True)
     value = attack_loss(model(x), labels, loss).sum()
     (grad,) = torch.autograd.grad(value, x)
+    # sign(NaN) is 0 in PyTorch: a NaN gradient would silently make the attack a no-op and report
+    # clean accuracy as robustness. Stop instead.
+    if not torch.isfinite(grad).all():
+        raise AttackBudgetError(f"the input gradient of the {loss} loss holds NaN or infinite values: the attack cannot proceed")
     return grad
 
 

@@ -253,6 +253,18 @@ def _cost(args: argparse.Namespace) -> None:
     print(frame.to_string(index=False))
 
 
+def _project_args(p: argparse.ArgumentParser) -> None:
+    from .projection import add_arguments
+
+    add_arguments(p)
+
+
+def _project(args: argparse.Namespace) -> None:
+    from .projection import run
+
+    run(args)
+
+
 #: Every stage, in pipeline order.
 STAGES: dict[str, Stage] = {
     "prepare-data": Stage("write a dataset's train/test split as one .npz", _prepare_data_args, _prepare_data),
@@ -267,6 +279,7 @@ STAGES: dict[str, Stage] = {
     "audit-table": Stage("the study's audit table from its audit records", _audit_table_args, _audit_table),
     "cost": Stage("measured cost of every model from Snakemake benchmark files", _cost_args, _cost),
     "figures": Stage("the paper's figures for one study", _figures_args, _figures),
+    "project": Stage("projected device-hours of a study on this machine's device, before launching it", _project_args, _project),
 }
 
 

@@ -21,7 +21,7 @@ slots) each run slower, but the card's total work is the same when it was not sa
 margin; :func:`runtime_minutes` reads it back from a written projection CSV.
 
     python benchmarks/project_cost.py --study mnist --steps 3 --out projection.csv
-    python -m smoothsqueeze.projection --study mnist --config-json '{...resolved config...}' --out p.csv
+    python -m smoothsqueeze project --study mnist --config-json '{...resolved config...}' --out p.csv
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -424,10 +423,8 @@ def timings_dict(timings: Timings) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command line
 
 
-def build_parser(default_config: str | None = None) -> argparse.ArgumentParser:
-    """Options of the projection command (benchmarks/project_cost.py and `python -m smoothsqueeze.projection`)."""
-    parser = argparse.ArgumentParser(description="Projected device-hours of a study on this machine's device, before launching it.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    """The projection command's options, on `parser`."""
     parser.add_argument("--study", nargs="+", required=True, help="studies of the config to project")
     source = parser.add_mutually_exclusive_group(required=default_config is None)
     source.add_argument("--config", default=default_config, help="config file (validated like the workflow's)")
@@ -443,7 +440,6 @@ def build_parser(default_config: str | None = None) -> argparse.ArgumentParser:
                         help="wall: elapsed time; cpu: this process's CPU time (CPU device only; with --threads 1, core-seconds not inflated by other load)")
     parser.add_argument("--out", required=True, help="CSV path (the summary line goes beside it, .txt); with several studies it must hold '{study}'")
     parser.add_argument("--json", default=None, help="also write timings, rows and lines of every study to this JSON file")
-    return parser
 
 
 def _load(args: argparse.Namespace) -> dict[str, Any]:
@@ -494,15 +490,3 @@ def run(args: argparse.Namespace) -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
-
-
-def main(argv: list[str] | None = None, default_config: str | None = None) -> int:
-    """The projection command; a bad input is one line on stderr (exit 2)."""
-    from .cli_support import exit_status
-
-    args = build_parser(default_config).parse_args(argv)
-    return exit_status(lambda: run(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

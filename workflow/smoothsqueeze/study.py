@@ -46,6 +46,11 @@ AUDIT_VERSION = "audit1"
 TABLES_VERSION = "tables3"
 
 #: rule name -> the version it passes as a param. The one table of stage versions.
+#: Slots per GPU, for the jobs (as smoothsqueeze.gpu_claim.SLOTS_ENV; the Snakefile exports the config's value).
+GPU_SLOTS_ENV = "SMOOTHSQUEEZE_GPU_SLOTS"
+#: Architectures whose GPU jobs keep a whole device (as smoothsqueeze.gpu_claim.WHOLE_DEVICE_ARCHITECTURES).
+WHOLE_DEVICE_ARCHITECTURES = frozenset({"wide_resnet"})
+
 STAGE_VERSIONS: dict[str, str] = {
     "prepare_data": CODE_VERSION,
     "train": TRAIN_CODE_VERSION,
@@ -58,7 +63,8 @@ STAGE_VERSIONS: dict[str, str] = {
     "table_row": f"{CODE_VERSION}-{TABLES_VERSION}",
     "study_table": f"{CODE_VERSION}-{TABLES_VERSION}",
     "paper_comparison": f"{CODE_VERSION}-{TABLES_VERSION}",
-    "cost_table": CODE_VERSION,
+    "cost_table": f"{CODE_VERSION}-{TABLES_VERSION}",
+    "projection": CODE_VERSION,
 }
 
 # ---------------------------------------------------------------- vocabulary
@@ -471,6 +477,10 @@ class Paths:
     def table(self, study: str, name: str, ext: str) -> str:
         return f"{self.reports}/{study}/tables/{name}.{ext}"
 
+    def projection(self, study: str, ext: str) -> str:
+        """The projected cost of a study on the machine that built it (csv; txt: its summary line)."""
+        return f"{self.reports}/{study}/projection.{ext}"
+
     def report_log(self, study: str, name: str) -> str:
         """A log under reports/ (figures, rows/<model>, tables/<name>, report)."""
         return f"{self.reports}/{study}/logs/{name}.log"
@@ -556,6 +566,14 @@ class Plan:
 
             raise PipelineError(f"config error: study {study!r} has no model {model!r} (have {list(entries)})")
         return entries[model]
+
+    def gpu_slots(self, study: str) -> int:
+        """The `gpu` resource a GPU job of `study` holds: 1 slot, or every slot of a card (wide ResNet)."""
+        return self.config.get("gpu_slots", 1) if self.study(study)["architecture"] in WHOLE_DEVICE_ARCHITECTURES else 1
+
+    def gpu_job_slots(self, study: str) -> str:
+        """What a GPU job of `study` claims on its device ($SMOOTHSQUEEZE_GPU_JOB_SLOTS): '1' or 'all'."""
+        return "all" if self.study(study)["architecture"] in WHOLE_DEVICE_ARCHITECTURES else "1"
 
     def dataset_file(self, study: str) -> str:
         return self.paths.dataset(self.study(study)["dataset"])
@@ -728,6 +746,7 @@ class Plan:
             *(p.table(study, "audit", ext) for ext in ("csv", "tex", "html")),
             p.table(study, "cost", "csv"),
             p.table(study, "cost", "tex"),
+            p.table(study, "cost", "html"),
             *(p.record(study, m) for m in models),
             p.report(study),
             *(p.row(study, m) for m in models),
