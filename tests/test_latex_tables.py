@@ -212,7 +212,9 @@ def test_every_table_of_the_tiny_study_is_well_formed(tiny_study: Path) -> None:
         assert latex_problems(path.read_text()) == [], path.name
 
 
-DOCUMENT = "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\begin{document}\n%s\n\\end{document}\n"
+# A plain article at ICLR's text width (397pt), with the packages a paper has anyway.
+DOCUMENT = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\usepackage{amsmath}\n"
+            "\\setlength{\\textwidth}{397pt}\n\\begin{document}\n%s\n\\end{document}\n")
 
 
 @pytest.mark.slow
@@ -224,9 +226,31 @@ def test_generated_tables_compile_with_pdflatex(tmp_path: Path) -> None:
         pytest.skip("pdflatex is not installed (Debian: apt-get install texlive-latex-recommended)")
     texs = {**{f"mnist_{k}": v for k, v in _render("mnist", tmp_path / "mnist").items()},
             **{f"cifar10_{k}": v for k, v in _render("cifar10", tmp_path / "cifar10").items()}}
+    _compile_all(pdflatex, texs, tmp_path)
+
+
+def _compile_all(pdflatex: str, texs: dict[str, str], where: Path) -> None:
+    """Each table compiles in the plain article, and none is wider than the 397pt text (no overfull box)."""
+    assert texs
     for name, tex in texs.items():
-        doc = tmp_path / f"{name}.tex"
+        doc = where / f"{name}.tex"
         doc.write_text(DOCUMENT % tex)
-        proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+        proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=where,
                               capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0 and (tmp_path / f"{name}.pdf").exists(), f"{name}:\n{proc.stdout[-3000:]}"
+        assert proc.returncode == 0 and (where / f"{name}.pdf").exists(), f"{name}:\n{proc.stdout[-3000:]}"
+        log = (where / f"{name}.log").read_text(errors="replace")
+        assert "Overfull \\hbox" not in log, f"{name}: wider than 397pt:\n" + "\n".join(
+            line for line in log.splitlines() if "Overfull" in line)
+
+
+@pytest.mark.slow
+def test_the_tiny_study_tables_fit_iclr_text_width(tiny_study: Path, tmp_path: Path) -> None:
+    """Every .tex the workflow wrote (study, audit, cost tables) compiles at 397pt without an overfull box."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended, and in CI this test must run")
+        pytest.skip("pdflatex is not installed (Debian: apt-get install texlive-latex-recommended)")
+    texs = {p.stem: p.read_text() for p in sorted((tiny_study / "reports" / "tiny" / "tables").glob("*.tex"))}
+    assert {"accuracy", "eq4", "audit", "cost"} <= set(texs), sorted(texs)
+    _compile_all(pdflatex, texs, tmp_path)
