@@ -299,13 +299,13 @@ def test_study_builds_tables_and_report(tiny_study: Path) -> None:
         "audit": "Gradient-masking audit of study tiny (beyond the paper)",
         "cost": "Measured compute cost of every model of study tiny",
     }
-    # every table in all three formats (the cost table as CSV only: its rule reports no LaTeX), every
-    # figure as PNG (the PDFs are the same figures for print)
-    expected = {p.name: openings[p.stem] for p in sorted(tables_dir.iterdir()) if p.name != "cost.tex"}
+    # every table in all three formats (the cost table too), every figure as PNG (the PDFs are the
+    # same figures for print)
+    expected = {p.name: openings[p.stem] for p in sorted(tables_dir.iterdir())}
     for png in sorted(figures_dir.glob("*.png")):
         rst = (ROOT / "workflow/report/figures" / f"{png.stem}.rst").read_text()
         expected[png.name] = rst.split(":", 1)[0].replace("{{ snakemake.wildcards.study }}", "tiny")  # its first clause
-    assert {"accuracy.html", "eq4.tex", "audit.csv", "cost.csv", "fig1_eq4_adversarial.png", "training_curves.png"} <= set(expected)
+    assert {"accuracy.html", "eq4.tex", "audit.csv", "cost.csv", "cost.html", "cost.tex", "fig1_eq4_adversarial.png", "training_curves.png"} <= set(expected)
     by_file = {Path(path).name: (path, entry) for path, entry in results.items()}
     assert sorted(by_file) == sorted(expected), set(by_file) ^ set(expected)
     for name, opening in expected.items():
