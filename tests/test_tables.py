@@ -97,7 +97,7 @@ def test_accuracy_table_from_known_records(tmp_path: Path, toy_rows: list[Path])
         "rows marked 'training collapsed' failed to train (training accuracy below twice chance): not robustness results; "
         "PGD-40 adv.\\ trained at $\\epsilon = 0.3$, step 0.01.}\n"
         "\\label{tab:toy-accuracy}\n"
-        "\\begin{tabular}{lrrrrrrrrr}\n"
+        "\\resizebox{\\ifdim\\width>\\textwidth\\textwidth\\else\\width\\fi}{!}{\\begin{tabular}{lrrrrrrrrr}\n"
         "\\toprule\n"
         " &  &  &  &  &  &  & \\multicolumn{2}{c}{White-box} & \\multicolumn{1}{c}{Black-box} \\\\\n"
         "\\cmidrule(lr){8-9} \\cmidrule(lr){10-10}\n"
@@ -108,7 +108,7 @@ def test_accuracy_table_from_known_records(tmp_path: Path, toy_rows: list[Path])
         "LS + noise & 0.95 & 0 & 0.3 & 200 & 99.00 & 98.00 & 40.33 & 60.00 & 80.00 \\\\\n"
         "PGD-40 adv. & 0 & 0 & 0 & 50 & 97.00 & 96.50 & 90.00 & 91.00 & 95.00 \\\\\n"
         "\\bottomrule\n"
-        "\\end{tabular}\n"
+        "\\end{tabular}}\n"
         "\\end{table}\n"
     )
 

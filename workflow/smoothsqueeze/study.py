@@ -43,7 +43,7 @@ TRAIN_CODE_VERSION = "2"
 ANALYSIS_VERSION = "2"  # 2: Eq. 4 over every wrong class (eps_l_all ...), prediction by the nearest class
 FIGURES_VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
 AUDIT_VERSION = "audit1"
-TABLES_VERSION = "tables3"
+TABLES_VERSION = "tables4"  # 4: one renderer, \label on every table, shrink-to-width boxes, math-mode notation
 
 #: rule name -> the version it passes as a param. The one table of stage versions.
 #: Slots per GPU, for the jobs (as smoothsqueeze.gpu_claim.SLOTS_ENV; the Snakefile exports the config's value).
