@@ -31,10 +31,6 @@ from .study import FIGURES_VERSION as VERSION  # noqa: E402,F401 - re-exported
 # ---------------------------------------------------------------- selection (no plotting libraries)
 
 
-def _params(entry: dict[str, Any], units: float) -> dict[str, float]:
-    return study.params01(entry, units)
-
-
 def kind(entry: dict[str, Any]) -> str:
     """natural | adv | noise | ls | ls_noise | lsq | lsq_noise | other (see `study.kind`)."""
     return study.kind(entry)
