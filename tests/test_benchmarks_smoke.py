@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ["bench_train.py", "bench_attacks.py", "bench_pipeline.py"]
+SCRIPTS = ["bench_train.py", "bench_attacks.py", "bench_pipeline.py", "bench_cpu_paths.py"]
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ with numpy and run with plain torch, not the evaluation code), every record name
 with that file's checksum, and each set was crafted on the study's source model as its metadata says."""
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -15,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_CONFIG, digits_settings
+from conftest import ROOT, TINY_CONFIG, digits_settings
+from smoothsqueeze import config as sscfg
 from smoothsqueeze import load_model, tables
 from smoothsqueeze.artifacts import read_npz, write_npz
 from smoothsqueeze.checkpoints import save_model
@@ -173,3 +175,32 @@ def test_the_prologue_opens_the_first_n_images_and_checksums_the_inputs(stored: 
     assert open_stage(ckpt, data, 10**6, "madry_cnn", "cpu").n == len(stage.data.y_test)
     with pytest.raises(PipelineError, match="expects 'resnet_small'"):
         open_stage(ckpt, data, 10, "resnet_small", "cpu")
+
+
+def test_channels_last_stages_score_as_the_default_layout(stored: tuple[Path, Path], tmp_path: Path) -> None:
+    """attack.channels_last runs the stored model in that memory format: the same logits up to float
+    rounding, the same accuracies under the same seeded attacks, and each stage's spec carries the study's setting."""
+    from smoothsqueeze.study import Plan
+
+    ckpt, data = stored
+    default = open_stage(ckpt, data, 100, "madry_cnn", "cpu", frozen=True)
+    last = open_stage(ckpt, data, 100, "madry_cnn", "cpu", frozen=True, channels_last=True)
+    assert last.model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not default.model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    x, _ = default.test_images()
+    with torch.no_grad():
+        assert torch.allclose(default.model(x), last.model(x), rtol=0, atol=1e-4)
+    whitebox = [resolve_attack(a, 0.2, 1) for a in ATTACKS]
+    spec = {"whitebox": whitebox, "batch_size": 50, "max_examples": 100, "seed": 0, "architecture": "madry_cnn", "info": {}}
+    a = evaluate(spec, ckpt, data, {}, tmp_path / "default.json")
+    b = evaluate(spec | {"channels_last": True}, ckpt, data, {}, tmp_path / "last.json")
+    for key, value in a["accuracy"].items():
+        assert b["accuracy"][key] == pytest.approx(value, abs=2.0), key  # at most 2 of 100 images may flip
+    config = copy.deepcopy(sscfg.load_config(ROOT / "config.yaml"))
+    plan = Plan(config)
+    model = plan.model_ids("digits")[0]
+    specs = [plan.evaluate_spec("digits", model), plan.analysis_spec("digits", model), plan.audit_spec("digits", model),
+             plan.blackbox_spec("digits", config["studies"]["digits"]["blackbox"]["attacks"][0]["name"])]
+    assert [s["channels_last"] for s in specs] == [True] * 4
+    config["studies"]["digits"]["attack"]["channels_last"] = False
+    assert Plan(config).audit_spec("digits", model)["channels_last"] is False

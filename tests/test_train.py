@@ -160,3 +160,37 @@ def test_validation_holdout_leaves_the_first_images_out(digits: Dataset, tmp_pat
     with pytest.raises(Exception, match="validation_holdout"):
         train_model(bad, digits, tmp_path / "bad", torch.device("cpu"), log=lambda _: None)
     assert metrics["iterations"] == 1
+
+
+def test_fused_optimizer_updates_as_the_parameter_loop_does(digits: Dataset, tmp_path: Path) -> None:
+    """The fused kernel is the same Adam step, up to float rounding; it is part of the model's settings."""
+    loop = digits_settings({"alpha": 0.95}, 20, fused_optimizer=False, channels_last=False)
+    fused = digits_settings({"alpha": 0.95}, 20, fused_optimizer=True, channels_last=False)
+    model_loop, _ = train_model(loop, digits, tmp_path / "loop", torch.device("cpu"), log=lambda _: None)
+    model_fused, _ = train_model(fused, digits, tmp_path / "fused", torch.device("cpu"), log=lambda _: None)
+    for (name, a), b in zip(model_loop.state_dict().items(), model_fused.state_dict().values()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-4), name
+    assert any(not torch.equal(a, b) for a, b in zip(model_loop.state_dict().values(), model_fused.state_dict().values()))
+    assert sstrain._differences(loop, fused) == ["train.fused_optimizer None -> True"]
+
+
+def test_a_training_key_added_later_keeps_older_models_valid() -> None:
+    """Models trained before `fused_optimizer` existed lack the key: with it at false they are the same model."""
+    new = digits_settings({}, 10, fused_optimizer=False)
+    old = copy.deepcopy(new)
+    del old["train"]["fused_optimizer"]
+    assert sstrain._differences(old, new) == []
+    assert sstrain._model_key(old, "sha") == sstrain._model_key(new, "sha")
+    assert sstrain._model_key(old, "sha") != sstrain._model_key(digits_settings({}, 10, fused_optimizer=True), "sha")
+
+
+def test_channels_last_training_matches_the_default_layout(digits: Dataset, tmp_path: Path) -> None:
+    """The digits study trains channels_last (the CPU's fast path): the same model up to float rounding."""
+    nchw = digits_settings({"sigma": 0.3}, 20, channels_last=False)
+    last = digits_settings({"sigma": 0.3}, 20, channels_last=True)
+    model_nchw, _ = train_model(nchw, digits, tmp_path / "nchw", torch.device("cpu"), log=lambda _: None)
+    model_last, _ = train_model(last, digits, tmp_path / "last", torch.device("cpu"), log=lambda _: None)
+    assert model_last.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    for (name, a), b in zip(model_nchw.state_dict().items(), model_last.state_dict().values()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-4), name
+    assert CONFIG["studies"]["digits"]["train"]["channels_last"] and CONFIG["studies"]["digits"]["train"]["fused_optimizer"]

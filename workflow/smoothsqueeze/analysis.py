@@ -183,7 +183,7 @@ def run(
     started = time.perf_counter()
     eps, pixel_units = float(spec["eps"]), float(spec.get("pixel_units", 1))
     batch_size, max_examples = int(spec.get("batch_size") or DEFAULT_BATCH_SIZE), spec.get("max_examples")
-    stage = open_stage(checkpoint, data_path, max_examples, spec.get("architecture"), device, frozen=True)
+    stage = open_stage(checkpoint, data_path, max_examples, spec.get("architecture"), device, frozen=True, channels_last=bool(spec.get("channels_last")))
     x, y = stage.test_images()
     n = stage.n
     arrays = analyze_model(stage.model, x, y, pixel_units, batch_size)

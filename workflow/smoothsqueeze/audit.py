@@ -257,7 +257,10 @@ def run(
 
     started = time.perf_counter()
     settings = spec["settings"]
-    stage = open_stage(checkpoint, data_path, settings["n_examples"] or None, spec.get("architecture"), device, frozen=True)
+    stage = open_stage(
+        checkpoint, data_path, settings["n_examples"] or None, spec.get("architecture"), device, frozen=True,
+        channels_last=bool(spec.get("channels_last")),
+    )
     x, y = stage.test_images()
     record = read_json(record_path) if record_path else None
     result = audit_model(stage.model, x, y, settings, record)

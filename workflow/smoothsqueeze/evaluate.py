@@ -70,7 +70,7 @@ def craft_blackbox(spec: Mapping[str, Any], source_checkpoint: str | Path, data_
 
     `spec`: attack (resolved), batch_size, max_examples, seed, architecture.
     """
-    stage = open_stage(source_checkpoint, data_path, spec.get("max_examples"), spec.get("architecture"), device)
+    stage = open_stage(source_checkpoint, data_path, spec.get("max_examples"), spec.get("architecture"), device, channels_last=bool(spec.get("channels_last")))
     attack, seed = spec["attack"], spec["seed"]
     x_adv, y = attack_dataset(stage.model, stage.data, attack, stage.n, spec["batch_size"], seed)
     source_acc = accuracy(stage.model, x_adv, y)
@@ -110,7 +110,7 @@ def evaluate(
     `spec`: whitebox (resolved attacks), batch_size, max_examples, seed, info (copied into the
     record), architecture. `blackbox_sets`: name -> stored set (craft_blackbox).
     """
-    stage = open_stage(checkpoint, data_path, spec.get("max_examples"), spec.get("architecture"), device)
+    stage = open_stage(checkpoint, data_path, spec.get("max_examples"), spec.get("architecture"), device, channels_last=bool(spec.get("channels_last")))
     model, data, n = stage.model, stage.data, stage.n
     batch_size, seed = spec["batch_size"], spec["seed"]
     acc: dict[str, float] = {

@@ -35,15 +35,18 @@ class StageInputs:
 
 def open_stage(
     checkpoint: str | Path, data_path: str | Path, max_examples: int | None = None, architecture: str | None = None,
-    device: str | None = None, frozen: bool = False,
+    device: str | None = None, frozen: bool = False, channels_last: bool = False,
 ) -> StageInputs:
     """Pick the device, load the model (checked against `architecture`) and the dataset.
 
     `max_examples` None: the whole test set. `frozen`: the weights need no gradient (stages that
-    differentiate with respect to the images only).
+    differentiate with respect to the images only). `channels_last`: the model's weights in that
+    memory format (its convolutions then run and return channels_last; the images stay NCHW).
     """
     dev = pick_device(device)
     model = load_model(checkpoint, dev, expect_architecture=architecture)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if frozen:
         for param in model.parameters():
             param.requires_grad_(False)

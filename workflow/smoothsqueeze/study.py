@@ -219,6 +219,11 @@ AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 AA_KEYS = {"apgd-ce": "apgd_ce", "apgd-t": "apgd_t", "fab-t": "fab_t", "square": "square"}
 
 
+def _channels_last(study: Mapping[str, Any]) -> bool:
+    """attack.channels_last: the memory format of the trained models in every stage after training."""
+    return bool(study["attack"].get("channels_last", False))
+
+
 def audit_settings(study: Mapping[str, Any]) -> dict[str, Any]:
     """The study's `audit:` block (schema defaults filled in by config validation) resolved for the job.
 
@@ -605,6 +610,7 @@ class Plan:
             "max_examples": st["attack"].get("max_examples"),
             "seed": st["seed"],
             "architecture": st["architecture"],
+            "channels_last": _channels_last(st),
         }
 
     def evaluate_spec(self, study: str, model: str) -> dict[str, Any]:
@@ -616,6 +622,7 @@ class Plan:
             "max_examples": st["attack"].get("max_examples"),
             "seed": st["seed"],
             "architecture": st["architecture"],
+            "channels_last": _channels_last(st),
             "info": {
                 "study": study,
                 "model_id": model,
@@ -639,6 +646,7 @@ class Plan:
             "batch_size": analysis.get("batch_size", ANALYSIS_BATCH_SIZE),
             "max_examples": analysis.get("max_examples", st["attack"].get("max_examples")),
             "architecture": st["architecture"],
+            "channels_last": _channels_last(st),
             "info": {
                 "study": study,
                 "model_id": model,
@@ -673,6 +681,7 @@ class Plan:
         return {
             "settings": audit_settings(st),
             "architecture": st["architecture"],
+            "channels_last": _channels_last(st),
             "info": {
                 "study": study,
                 "model_id": model,

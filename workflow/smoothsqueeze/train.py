@@ -40,6 +40,8 @@ KEPT_SUMS = "sha256.json"
 #: Settings that do not change the trained model: a change of them keeps a resume point / finished model valid.
 _NOT_MODEL_SETTINGS = ("config_entry",)
 _NOT_MODEL_TRAIN_SETTINGS = ("log_every", "checkpoint_every")
+#: Training keys added after models were trained -> the value that trains as the code before them did.
+_ADDED_TRAIN_SETTINGS: dict[str, Any] = {"fused_optimizer": False}
 
 
 class TrainingDiverged(PipelineError, FloatingPointError):
@@ -47,13 +49,22 @@ class TrainingDiverged(PipelineError, FloatingPointError):
 
 
 def make_optimizer(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam or momentum SGD; weight decay only on conv / linear weights (Madry's 'DW' variables)."""
+    """Adam or momentum SGD; weight decay only on conv / linear weights (Madry's 'DW' variables).
+
+    `fused_optimizer`: PyTorch's fused kernel (all parameters in one kernel; CPU and CUDA), not its
+    per-parameter loop; the same update up to float rounding. A device without one is an error.
+    """
     decay = [p for p in model.parameters() if p.ndim > 1]
     rest = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": train_cfg.get("weight_decay", 0.0)}, {"params": rest, "weight_decay": 0.0}]
-    if train_cfg["optimizer"] == "adam":
-        return torch.optim.Adam(groups, lr=train_cfg["lr"])
-    return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg.get("momentum", 0.0))
+    fused = {"fused": True} if train_cfg.get("fused_optimizer") else {}
+    try:
+        if train_cfg["optimizer"] == "adam":
+            return torch.optim.Adam(groups, lr=train_cfg["lr"], **fused)
+        return torch.optim.SGD(groups, lr=train_cfg["lr"], momentum=train_cfg.get("momentum", 0.0), **fused)
+    except RuntimeError as err:
+        device = next(model.parameters()).device
+        raise PipelineError(f"train.fused_optimizer: no fused {train_cfg['optimizer']} on {device} ({str(err).splitlines()[0][:160]}); set it to false") from None
 
 
 def learning_rate(train_cfg: dict[str, Any], iteration: int, k: int) -> float:
@@ -260,9 +271,17 @@ def train_model(
 
 
 def _model_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide the trained weights (not how often it logs or checkpoints)."""
+    """The settings that decide the trained weights (not how often it logs or checkpoints).
+
+    A training key added after models were trained is left out while it holds the value that
+    reproduces the older code (`_ADDED_TRAIN_SETTINGS`), so those models stay valid.
+    """
     out = {key: value for key, value in settings.items() if key not in _NOT_MODEL_SETTINGS}
-    out["train"] = {key: value for key, value in settings.get("train", {}).items() if key not in _NOT_MODEL_TRAIN_SETTINGS}
+    train = {key: value for key, value in settings.get("train", {}).items() if key not in _NOT_MODEL_TRAIN_SETTINGS}
+    for key, older_behaviour in _ADDED_TRAIN_SETTINGS.items():
+        if train.get(key, older_behaviour) == older_behaviour:
+            train.pop(key, None)
+    out["train"] = train
     return out
 
 
