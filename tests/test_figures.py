@@ -329,6 +329,16 @@ def test_caption_selection_prints_one_line_in_the_report_but_compares_in_full() 
     assert "natural_k3000" in repr(chosen)  # Snakemake's rerun trigger sees every model
 
 
+def _job_command(workdir: Path, rule: str) -> str:
+    """The shell command Snakemake last logged for `rule` in `workdir` ('' when none ran)."""
+    for log in sorted((workdir / ".snakemake/log").glob("*.snakemake.log"), reverse=True):
+        text = log.read_text()
+        if f"rule {rule}:" in text:
+            block = text.rsplit(f"rule {rule}:", 1)[1]
+            return block.split("Shell command:", 1)[1].splitlines()[0] if "Shell command:" in block else ""
+    return ""
+
+
 def test_models_from_files_pairs_per_model_files(tmp_path: Path) -> None:
     paths = []
     for mid, entry in (("a_k1", {"k": 1}), ("b_k1", {"alpha": 0.2, "k": 1})):
@@ -421,6 +431,19 @@ def test_snakemake_builds_every_figure_of_the_tiny_study(tiny_copy: Path) -> Non
         assert summary["clean_accuracy"] == pytest.approx(100 * correct.mean())
     log = (tiny_copy / "reports/tiny/logs/figures.log").read_text()
     assert "fig2_logits_adversarial: natural_k40, pgd3-eps0.2-step0.1_k30 (missing: weak adversarial)" in log
+    # The job drew its figures in 2 processes (threads: 2, --cores 2); drawn one by one they are the same images.
+    assert "--workers 2" in _job_command(tiny_copy, "figures")
+    from smoothsqueeze import config as sscfg
+    from smoothsqueeze.study import Plan
+
+    plan = Plan(sscfg.load_config(ROOT / "tests/data/tiny_config.yaml"))
+    files = {kind: [str(tiny_copy / p) for p in paths] for kind, paths in plan.figure_inputs("tiny").items()}
+    spec = plan.figures_spec("tiny") | {
+        "models": figures.models_from_files(files["summaries"], files["analysis"], files["metrics"], files["records"], files["audits"])}
+    one_by_one = figures.run(spec, tiny_copy / "serial", workers=1)
+    for path in one_by_one:
+        if path.suffix == ".png":
+            assert path.read_bytes() == (tiny_copy / "reports/tiny/figures" / path.name).read_bytes(), path.name
     # The legends set measured PGD and AutoAttack beside Eq. 4, and Figure 3 compares LS alone with natural training.
     assert "fig3_eq4_label_smoothing: Paper: label smoothing alone slightly worsens robustness. This study (LS α=0.9 vs natural): Eq. 4 " in log
     assert "PGD-5 " in log and "AA " in log

@@ -53,6 +53,7 @@ rule figures:
         selection=lambda w: plan.figure_selection(w.study),
         out_dir=lambda w: plan.paths.figures_dir(w.study),
         version=STAGE_VERSIONS["figures"],
+    threads: 2  # the figures are drawn in parallel; the job runs last, when the cores are free
     conda:
         "../../envs/analysis.yaml"
     log:
@@ -60,4 +61,4 @@ rule figures:
     shell:
         "python -m smoothsqueeze figures --spec {params.spec:q} --summaries {input.summaries:q} "
         "--analysis {input.analysis:q} --metrics {input.metrics:q} --records {input.records:q} "
-        "--audits {input.audits:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--audits {input.audits:q} --out-dir {params.out_dir:q} --workers {threads} > {log:q} 2>&1"

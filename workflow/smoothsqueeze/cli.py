@@ -164,6 +164,7 @@ def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--records", nargs="*", default=[], help="evaluation records (measured PGD), same order; optional")
     p.add_argument("--audits", nargs="*", default=[], help="audit records (AutoAttack), same order; optional")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--workers", type=int, default=1, help="figures drawn in parallel processes")
 
 
 def _figures(args: argparse.Namespace) -> None:
@@ -176,7 +177,7 @@ def _figures(args: argparse.Namespace) -> None:
         spec["models"] = models_from_files(args.summaries, args.analysis, args.metrics, args.records, args.audits)
     elif "models" not in spec:
         raise PipelineError("--spec has no 'models' and no --summaries/--analysis/--metrics were given")
-    run(spec, args.out_dir)
+    run(spec, args.out_dir, workers=max(1, args.workers))
 
 
 def _audit_table_args(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ written (a figure with no eligible model says so), so the targets are static.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -616,15 +617,37 @@ def draw(
     return paths
 
 
-def run(spec: dict[str, Any], out_dir: str | Path) -> list[Path]:
-    """Every figure of the study described by `spec` (study, eps, pixel_units, models[...])."""
+def run(spec: dict[str, Any], out_dir: str | Path, workers: int = 1) -> list[Path]:
+    """Every figure of the study described by `spec` (study, eps, pixel_units, models[...]).
+
+    `workers` > 1 draws the figures in that many forked processes (the workflow's figures job
+    runs last, with the cores to itself); where fork is unavailable they are drawn one by one.
+    """
     data = load_study(spec)
     selection = select(data.entries, data.units)
+    names = list(FIGURES)
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _FORKED.update(data=data, selection=selection, out_dir=out_dir)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(names))) as pool:
+                drawn = pool.map(_draw_forked, names, chunksize=1)
+        finally:
+            _FORKED.clear()
+    else:
+        drawn = [draw(name, data, selection[name], out_dir) for name in names]
     paths = []
-    for name in FIGURES:
-        paths += draw(name, data, selection[name], out_dir)
+    for name, written in zip(names, drawn):
+        paths += written
         print(f"{name}: {', '.join(selection[name]['models']) or 'no models'}" + (f" (missing: {'; '.join(selection[name]['missing'])})" if selection[name]["missing"] else ""), flush=True)
         verdict = VERDICTS[name](data, selection[name]["models"]) if name in VERDICTS and selection[name]["models"] else None
         if verdict:
             print(f"{name}: {verdict}", flush=True)
     return paths
+
+
+#: What forked workers draw from (set by `run` just before it forks; nothing is pickled).
+_FORKED: dict[str, Any] = {}
+
+
+def _draw_forked(name: str) -> list[Path]:
+    return draw(name, _FORKED["data"], _FORKED["selection"][name], _FORKED["out_dir"])

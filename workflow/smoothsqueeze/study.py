@@ -114,7 +114,7 @@ def _present(entry: Mapping[str, Any]) -> list[Term]:
 
 
 def model_id(entry: Mapping[str, Any]) -> str:
-    """Directory name of a grid entry, built from its parameters (e.g. 'ls0.95_noise0.3_k3000')."""
+    """Directory name of a grid entry, built from its parameters (e.g. 'ls0.95_noise0.3_k2000')."""
     parts = [f"{t.id_prefix}{num(entry[t.key])}" for t in _present(entry)]
     adv = entry.get(ADVERSARIAL)
     if adv:
