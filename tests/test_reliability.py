@@ -26,6 +26,7 @@ from smoothsqueeze.config import load_config, resolve_model
 from smoothsqueeze.data import prepare_digits
 from smoothsqueeze import train
 from smoothsqueeze.errors import PipelineError
+from smoothsqueeze.study import STAGE_VERSIONS
 
 MODEL = "noise0.3_k300"
 MODEL_FILE = f"results/rs/models/{MODEL}/model.pt"
@@ -292,6 +293,8 @@ def delete_outputs(outputs: dict[str, Path]) -> None:
 def test_stage_restores_or_refuses_but_never_retrains_a_finished_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     outputs = train_stage(tmp_path, tiny_settings())
     before = sha256(outputs["checkpoint"])
+    provenance = json.loads(outputs["settings"].read_text())["provenance"]
+    assert (provenance["stage"], provenance["stage_version"]) == ("train", STAGE_VERSIONS["train"])
     capsys.readouterr()
 
     delete_outputs(outputs)

@@ -76,7 +76,7 @@ def craft_blackbox(spec: Mapping[str, Any], source_checkpoint: str | Path, data_
     source_acc = accuracy(stage.model, x_adv, y)
     meta = {
         "attack": attack, "source_checkpoint": str(source_checkpoint), "source_sha256": stage.inputs["checkpoint_sha256"],
-        "data": str(data_path), "n": stage.n, "source_accuracy": source_acc, "seed": seed, "provenance": provenance(stage.device),
+        "data": str(data_path), "n": stage.n, "source_accuracy": source_acc, "seed": seed, "provenance": provenance(stage.device, "craft_blackbox"),
     }
     write_npz(out, x_adv=x_adv.numpy().astype(np.float32), y=y.numpy(), meta=np.array(json.dumps(meta)))
     print(f"crafted {attack['name']} on {source_checkpoint}: {stage.n} images, source-model accuracy {source_acc:.2f}%", flush=True)
@@ -145,7 +145,7 @@ def evaluate(
         "attacks": details,
         "inputs": stage.inputs,
         "seed": seed,
-        "provenance": provenance(stage.device),
+        "provenance": provenance(stage.device, "evaluate"),
     }
     write_json(out, record)
     return record

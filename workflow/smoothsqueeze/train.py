@@ -414,7 +414,7 @@ def run(settings: dict[str, Any], data_path: str | Path, checkpoint: str | Path,
     metrics["wall_seconds"] = time.perf_counter() - started
     # CPU seconds of this process (all its threads): unlike wall time, not inflated by other jobs sharing the cores.
     metrics["cpu_seconds"] = time.process_time() - started_cpu
-    write_json(outputs["settings"], {"settings": settings, "data": str(data_path), "data_sha256": data_sha256, "provenance": provenance(dev)})
+    write_json(outputs["settings"], {"settings": settings, "data": str(data_path), "data_sha256": data_sha256, "provenance": provenance(dev, "train")})
     write_json(outputs["metrics"], metrics)
     # The checkpoint is written last: a later stage reads model.pt only, and it exists only when all outputs do.
     save_model(outputs["checkpoint"], model, settings["architecture"], data.image_shape, data.num_classes)
