@@ -64,7 +64,7 @@ def digits_at(shape: tuple[int, int, int], workdir: Path) -> Dataset:
 def train_quickly(arch: str, data: Dataset, k: int, device: torch.device, config: dict[str, Any]) -> torch.nn.Module:
     study = config["studies"][ARCHS[arch][1]]
     settings = {
-        "study": "bench", "model_id": arch, "dataset": "digits", "architecture": arch, "seed": 0, "alpha": 0, "beta": 0, "sigma": 0, "k": k,
+        "study": "bench", "model_id": arch, "dataset": "digits", "architecture": arch, "seed": 0, "alpha": 0, "beta": 0, "sigma01": 0, "k": k,
         "adversarial": None, "pixel_units": 1, "config_entry": {},
         "train": {**study["train"], "lr": 1e-3 if study["train"]["optimizer"] == "adam" else 0.05, "lr_milestones": [], "augmentation": "none",
                   "log_every": k, "checkpoint_every": 10**9, "validation_holdout": 0},

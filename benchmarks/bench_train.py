@@ -111,8 +111,8 @@ def make_settings(arch: str, kind: str, study_train: dict[str, Any], units: floa
     train = {**study_train, **flags, "batch_size": batch, "log_every": k, "checkpoint_every": 10**9, "validation_holdout": 0}
     return {
         "study": "bench", "model_id": f"{arch}-{kind}", "dataset": study, "architecture": arch, "seed": 0,
-        "alpha": entry.get("alpha", 0), "beta": entry.get("beta", 0), "sigma": entry.get("sigma", 0) / units, "k": k,
-        "adversarial": None if not adv else {"steps": adv["steps"], "step_size": adv["step_size"] / units, "eps": adv["eps"] / units, "random_start": True},
+        "alpha": entry.get("alpha", 0), "beta": entry.get("beta", 0), "sigma01": entry.get("sigma", 0) / units, "k": k,
+        "adversarial": None if not adv else {"steps": adv["steps"], "step_size01": adv["step_size"] / units, "eps01": adv["eps"] / units, "random_start": True},
         "train": train, "config_entry": entry, "pixel_units": units,
     }
 
@@ -189,7 +189,7 @@ def bare_step_fn(settings: dict[str, Any], data: Dataset, device: torch.device):
     else:
         opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg.get("momentum", 0.0))
     runner = torch.compile(model) if cfg["compile"] else model
-    alpha, beta, sigma, adv = settings["alpha"], settings["beta"], settings["sigma"], settings["adversarial"]
+    alpha, beta, sigma, adv = settings["alpha"], settings["beta"], settings["sigma01"], settings["adversarial"]
     batch, n = min(cfg["batch_size"], len(data.x_train)), len(data.x_train)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg["amp"] else contextlib.nullcontext()
 
@@ -200,7 +200,7 @@ def bare_step_fn(settings: dict[str, Any], data: Dataset, device: torch.device):
             x = crop_flip_bare(x)
         if adv:
             model.eval()
-            x = pgd_bare(runner, x, y, adv["eps"], adv["step_size"], adv["steps"])
+            x = pgd_bare(runner, x, y, adv["eps01"], adv["step_size01"], adv["steps"])
             model.train()
         if sigma:
             x = x + sigma * torch.randn_like(x)

@@ -136,7 +136,7 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
         _DATA[key] = load_dataset(task["data"]).to(device)
     settings = task["settings"]
     row: dict[str, Any] = {
-        "norm": task["norm"], "beta": float(settings["beta"]), "sigma": float(settings["sigma"]), "k": settings["k"],
+        "norm": task["norm"], "beta": float(settings["beta"]), "sigma": float(settings["sigma01"]), "k": settings["k"],
         "train_accuracy": math.nan, "train_accuracy_clean": math.nan, "test_accuracy": math.nan, "logit_norm": math.nan,
         "collapsed": True, "seconds": math.nan, "error": "",
     }

@@ -74,7 +74,7 @@ def step_flops(settings: dict[str, Any], device: torch.device) -> int:
     def step() -> None:
         xb = x
         if adv:
-            xb = pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], "xent", True)
+            xb = pgd(model, x, y, adv["eps01"], adv["step_size01"], adv["steps"], "xent", True)
         loss = training_loss(model(xb), y, settings["alpha"], settings["beta"], settings["train"].get("squeeze_norm", "per_example"))
         loss.backward()
 
@@ -176,7 +176,7 @@ def real_training(device: torch.device, steps: int, work: Path, synthetic: bool)
     say(f"  real training data: {source}")
     settings = {
         "study": "gpu_check", "model_id": f"fashion_natural_k{steps}", "dataset": "fashion_mnist", "architecture": "madry_cnn",
-        "seed": 0, "alpha": 0, "beta": 0, "sigma": 0, "k": steps, "adversarial": None, "config_entry": {}, "pixel_units": 1,
+        "seed": 0, "alpha": 0, "beta": 0, "sigma01": 0, "k": steps, "adversarial": None, "config_entry": {}, "pixel_units": 1,
         "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 50, "weight_decay": 0, "lr_milestones": [], "augmentation": "none",
                   "squeeze_norm": "batch", "init": "madry", "log_every": max(1, steps // 4), "checkpoint_every": 10**9},
     }

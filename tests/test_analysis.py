@@ -13,6 +13,7 @@ from smoothsqueeze.cli import main as cli_main
 from smoothsqueeze.artifacts import read_npz, write_npz
 from smoothsqueeze.checkpoints import save_model
 from smoothsqueeze.models import build_model
+from smoothsqueeze.study import STAGE_VERSIONS
 
 
 class LinearNet(nn.Module):
@@ -261,6 +262,7 @@ def test_cli_writes_arrays_and_summary(tmp_path) -> None:
     assert len(arrays["labels"]) == 11 and arrays["logits"].shape == (11, 10)
     record = json.loads(summary.read_text())
     assert record["model_id"] == "m" and record["n_test"] == 11
+    assert (record["provenance"]["stage"], record["provenance"]["stage_version"]) == ("analyze", STAGE_VERSIONS["analyze"])
     assert arrays["eps_l_all"].shape == (11, 9) and arrays["wrong_classes"].dtype.kind == "i"
     # Expected values from the stored arrays, by hand: correct and eps below every wrong class's eps_L.
     correct = arrays["predictions"] == arrays["labels"]

@@ -53,7 +53,7 @@ class Quantized(nn.Module):
 def natural(digits: Dataset, tmp_path_factory: pytest.TempPathFactory) -> nn.Module:
     """Madry's CNN trained naturally on the 8x8 digits for 300 iterations (about a second)."""
     settings = {
-        "seed": 0, "architecture": "madry_cnn", "k": 300, "alpha": 0, "beta": 0, "sigma": 0, "adversarial": None,
+        "seed": 0, "architecture": "madry_cnn", "k": 300, "alpha": 0, "beta": 0, "sigma01": 0, "adversarial": None,
         "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 50, "log_every": 300, "checkpoint_every": 1000},
     }
     model, metrics = train_model(settings, digits, tmp_path_factory.mktemp("natural"), torch.device("cpu"), log=lambda _: None)

@@ -106,12 +106,12 @@ def test_model_id(entry: dict, expected: str) -> None:
 def test_resolve_model_converts_pixel_units(shipped: dict) -> None:
     config = cfg.validate_config(copy.deepcopy(shipped))
     settings = cfg.resolve_model(config, "cifar10", "pgd7-eps8-step2_k80000")
-    assert settings["adversarial"]["eps"] == pytest.approx(8 / 255)
-    assert settings["adversarial"]["step_size"] == pytest.approx(2 / 255)
+    assert settings["adversarial"]["eps01"] == pytest.approx(8 / 255)
+    assert settings["adversarial"]["step_size01"] == pytest.approx(2 / 255)
     ls = cfg.resolve_model(config, "cifar10", "ls0.95_noise30_k160000")
-    assert ls["sigma"] == pytest.approx(30 / 255) and ls["alpha"] == 0.95
+    assert ls["sigma01"] == pytest.approx(30 / 255) and ls["alpha"] == 0.95
     fgsm = cfg.resolve_attack({"name": "fgsm_cw", "method": "fgsm", "loss": "cw"}, 8, 255)
-    assert fgsm["step_size"] == fgsm["eps"] == pytest.approx(8 / 255) and fgsm["steps"] == 1
+    assert fgsm["step_size01"] == fgsm["eps01"] == pytest.approx(8 / 255) and fgsm["steps"] == 1
 
 
 def test_paper_studies_cover_every_table_row(shipped: dict) -> None:

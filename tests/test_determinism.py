@@ -11,6 +11,7 @@ import torch
 
 from conftest import run_snakemake
 from smoothsqueeze.artifacts import read_npz
+from smoothsqueeze.study import STAGE_VERSIONS
 
 # A record needs its model and both black-box sets (crafted on natural_k40); the two other
 # models add adversarial training (PGD random starts) and noise to what is compared.
@@ -19,7 +20,7 @@ TARGETS = (
     "results/tiny/models/pgd3-eps0.2-step0.1_k30/model.pt",
     "results/tiny/models/sq0.5_noise0.3_k40/model.pt",
 )
-PROVENANCE_KEYS = {"torch", "torchvision", "numpy", "python", "device", "device_name", "code_version", "torch_threads"}
+PROVENANCE_KEYS = {"torch", "torchvision", "numpy", "python", "device", "device_name", "code_version", "torch_threads", "stage", "stage_version"}
 
 
 def sha256(path: Path) -> str:
@@ -59,6 +60,11 @@ def test_same_config_twice_gives_the_same_records_and_checkpoints(tiny_study: Pa
     assert without(records[0], "provenance") == without(records[1], "provenance")
 
 
+def assert_written_by(record: dict, stage: str) -> None:
+    """The record names the stage that wrote it and that stage's own version (the one its rule passes)."""
+    assert (record["provenance"]["stage"], record["provenance"]["stage_version"]) == (stage, STAGE_VERSIONS[stage])
+
+
 def without(obj: dict, key: str) -> dict:
     return {k: v for k, v in obj.items() if k != key}
 
@@ -73,13 +79,18 @@ def test_every_artifact_records_seed_versions_and_device(tiny_study: Path) -> No
         assert PROVENANCE_KEYS <= set(saved["provenance"]) and saved["provenance"]["torch"] == torch.__version__
         assert saved["provenance"]["device"] == "cpu" and saved["provenance"]["numpy"] == np.__version__
         assert saved["data_sha256"] == data_sha
+        assert_written_by(saved, "train")
+        for stage, record_path in (("analyze", study / "analysis" / f"{model_dir.name}.json"), ("audit", study / "audit" / f"{model_dir.name}.json")):
+            assert_written_by(json.loads(record_path.read_text()), stage)
 
         record = json.loads((study / "records" / f"{model_dir.name}.json").read_text())
         assert record["seed"] == 0 and PROVENANCE_KEYS <= set(record["provenance"])
         assert record["provenance"]["device"] == "cpu"
+        assert_written_by(record, "evaluate")
         assert record["inputs"]["checkpoint_sha256"] == sha256(model_dir / "model.pt")
 
     for blackbox in sorted((study / "blackbox").glob("*.npz")):
         meta = json.loads(str(read_npz(blackbox)["meta"]))
         assert meta["seed"] == 0 and PROVENANCE_KEYS <= set(meta["provenance"]), blackbox.name
         assert meta["source_sha256"] == sha256(study / "models" / "natural_k40" / "model.pt")
+        assert_written_by(meta, "craft_blackbox")

@@ -26,6 +26,7 @@ from smoothsqueeze.data import Dataset, prepare_digits
 from smoothsqueeze.errors import PipelineError
 from smoothsqueeze.evaluate import craft_blackbox, evaluate, training_status
 from smoothsqueeze.prologue import open_stage
+from smoothsqueeze.study import STAGE_VERSIONS
 from smoothsqueeze.train import train_model
 
 
@@ -122,8 +123,12 @@ def test_the_record_holds_every_attack_each_checked_against_its_budget(stored: t
     assert set(record["accuracy"]) == {"train", "test", *(f"whitebox_{a['name']}" for a in ATTACKS), "blackbox_fgsm_cw"}
     assert record["attacks"]["whitebox"] == {a["name"]: a for a in whitebox}  # every attack with its resolved settings
     detail = record["attacks"]["blackbox"]["fgsm_cw"]
-    assert detail["eps"] == 0.2 and detail["n"] == 80 and detail["set_sha256"] == _sha256(bb_set)
+    assert detail["eps01"] == 0.2 and detail["n"] == 80 and detail["set_sha256"] == _sha256(bb_set)
     assert record["inputs"]["checkpoint_sha256"] == _sha256(ckpt)
+    meta = json.loads(str(read_npz(bb_set, required=("meta",))["meta"]))
+    assert meta["attack"] == bb_attack and "eps" not in meta["attack"]  # the set's attack, [0, 1] values named so
+    for written, stage in ((record, "evaluate"), (meta, "craft_blackbox")):
+        assert (written["provenance"]["stage"], written["provenance"]["stage_version"]) == (stage, STAGE_VERSIONS[stage])
     acc = record["accuracy"]
     # the attacks work: each is below clean accuracy; restarts never help the model
     assert all(acc[f"whitebox_{a['name']}"] < acc["test"] for a in ATTACKS), acc

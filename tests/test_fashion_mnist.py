@@ -271,7 +271,7 @@ def test_madry_cnn_trains_on_real_fashion_mnist(real_fashion_mnist: Path, tmp_pa
     full = load_dataset(real_fashion_mnist)
     ds = Dataset(full.x_train[:1000], full.y_train[:1000], full.x_test[:200], full.y_test[:200], full.max_value)
     settings = {
-        "seed": 0, "architecture": "madry_cnn", "k": 30, "alpha": 0, "beta": 0, "sigma": 0, "adversarial": None,
+        "seed": 0, "architecture": "madry_cnn", "k": 30, "alpha": 0, "beta": 0, "sigma01": 0, "adversarial": None,
         "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 50, "log_every": 10, "checkpoint_every": 1000},
     }
     model, metrics = train_model(settings, ds, tmp_path, torch.device("cpu"), log=lambda _: None)

@@ -40,7 +40,7 @@ def test_train_kinds_of_the_digits_grid(config: dict) -> None:
     reps = projection.representatives(config, "digits")
     assert set(reps) == {"natural", "regularized", "pgd10", "pgd2"}
     assert reps["pgd10"]["adversarial"]["steps"] == 10 and reps["natural"]["k"] == 2000
-    assert projection.train_kind({"alpha": 0, "beta": 0, "sigma": 0.3}) == "regularized"
+    assert projection.train_kind({"alpha": 0, "beta": 0, "sigma01": 0.3}) == "regularized"
 
 
 def test_measured_timings_are_positive_and_cover_every_kind(digits_timings: Timings) -> None:

@@ -12,7 +12,7 @@ from smoothsqueeze import provenance as ssprov
 
 
 def test_packages_name_every_installed_distribution_with_its_version() -> None:
-    packages = ssprov.provenance(torch.device("cpu"))["packages"]
+    packages = ssprov.provenance(torch.device("cpu"), "evaluate")["packages"]
     for name in ("torch", "torchvision", "numpy", "snakemake", "pandas", "scikit-learn", "pytest", "smoothsqueeze"):
         assert packages[name] == importlib.metadata.version(name), name
     assert packages["numpy"] == np.__version__
@@ -25,6 +25,6 @@ def test_packages_name_every_installed_distribution_with_its_version() -> None:
 
 def test_packages_are_read_once_per_process_and_handed_out_as_copies() -> None:
     assert ssprov.installed_packages() is ssprov.installed_packages()  # cached: no metadata re-read per artifact
-    first = ssprov.provenance(torch.device("cpu"))["packages"]
+    first = ssprov.provenance(torch.device("cpu"), "evaluate")["packages"]
     first["torch"] = "0"
-    assert ssprov.provenance(torch.device("cpu"))["packages"]["torch"] == importlib.metadata.version("torch")
+    assert ssprov.provenance(torch.device("cpu"), "evaluate")["packages"]["torch"] == importlib.metadata.version("torch")

@@ -5,6 +5,7 @@ kills real processes; nothing is mocked.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -22,10 +23,12 @@ import yaml
 
 from conftest import ROOT, SNAKEMAKE, run_snakemake
 from smoothsqueeze.artifacts import read_npz, remove_stale_temps
-from smoothsqueeze.config import load_config, resolve_model
-from smoothsqueeze.data import prepare_digits
+from smoothsqueeze.checkpoints import load_torch, save_torch
+from smoothsqueeze.config import load_config, model_id, resolve_model
+from smoothsqueeze.data import load_dataset, prepare_digits
 from smoothsqueeze import train
 from smoothsqueeze.errors import PipelineError
+from smoothsqueeze.study import STAGE_VERSIONS
 
 MODEL = "noise0.3_k300"
 MODEL_FILE = f"results/rs/models/{MODEL}/model.pt"
@@ -292,6 +295,8 @@ def delete_outputs(outputs: dict[str, Path]) -> None:
 def test_stage_restores_or_refuses_but_never_retrains_a_finished_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     outputs = train_stage(tmp_path, tiny_settings())
     before = sha256(outputs["checkpoint"])
+    provenance = json.loads(outputs["settings"].read_text())["provenance"]
+    assert (provenance["stage"], provenance["stage_version"]) == ("train", STAGE_VERSIONS["train"])
     capsys.readouterr()
 
     delete_outputs(outputs)
@@ -324,3 +329,97 @@ def test_stage_trains_again_when_the_kept_model_was_damaged_in_place(tmp_path: P
     out = capsys.readouterr().out
     assert "is damaged (model.pt.kept does not match its sha256)" in out and "training tiny/natural_k40" in out, out
     assert torch.load(outputs["checkpoint"], weights_only=True)["format"] == "smoothsqueeze-model/1"
+
+
+# --- models finished and resume points written before the settings named their unit ------------------
+
+def noisy_adversarial_settings() -> dict:
+    """A tiny model that uses every renamed setting (noise sigma01, adversarial eps01 and step_size01)."""
+    entry = {"sigma": 0.3, "k": 6, "adversarial": {"steps": 2, "step_size": 0.1, "eps": 0.2}}
+    config = load_config(ROOT / "tests" / "data" / "tiny_config.yaml", {"studies": {"tiny": {"grid": [entry], "blackbox": {"source": model_id(entry)}}}})
+    settings = resolve_model(config, "tiny", model_id(entry))
+    settings["train"].update(log_every=2, checkpoint_every=3)
+    return settings
+
+
+def with_previous_names(settings: dict) -> dict:
+    """Training settings as the code before the rename wrote them: the same [0, 1] values as sigma, adversarial.eps / step_size."""
+    old = copy.deepcopy(settings)
+    old["sigma"] = old.pop("sigma01")
+    adv = old["adversarial"]
+    adv["eps"], adv["step_size"] = adv.pop("eps01"), adv.pop("step_size01")
+    return old
+
+
+def test_a_model_kept_with_the_previous_names_is_restored_and_a_real_change_still_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = noisy_adversarial_settings()
+    outputs = train_stage(tmp_path, settings)
+    before = sha256(outputs["checkpoint"])
+    kept = outputs["settings"].parent / ".finished" / "settings.json.kept"
+    previous = json.loads(kept.read_text())
+    previous["settings"] = with_previous_names(previous["settings"])
+    for name in ("stage", "stage_version"):
+        del previous["provenance"][name]
+    delete_outputs(outputs)
+    kept.unlink()  # a file of its own, no longer the hard link of settings.json
+    kept.write_text(json.dumps(previous))
+    capsys.readouterr()
+
+    train_stage(tmp_path, settings)
+    out = capsys.readouterr().out
+    assert "restored the finished model" in out and "training " not in out, out
+    assert sha256(outputs["checkpoint"]) == before
+
+    delete_outputs(outputs)
+    other = noisy_adversarial_settings()
+    other["sigma01"] = 0.4
+    with pytest.raises(PipelineError) as err:
+        train_stage(tmp_path, other)
+    message = str(err.value)
+    assert "\n" not in message and "other settings (sigma01 0.3 -> 0.4);" in message and "nothing was retrained" in message, message
+    assert sha256(kept.parent / "model.pt.kept") == before
+
+
+class Interrupted(Exception):
+    """Stands for a job killed between two resume points."""
+
+
+def interrupt_at(line_start: str):  # type: ignore[no-untyped-def]
+    def log(line: str) -> None:
+        if line.startswith(line_start):
+            raise Interrupted(line)
+    return log
+
+
+@pytest.mark.parametrize(("sigma_in_key", "resumed"), [(0.3, True), (0.4, False)])
+def test_a_resume_point_keyed_with_the_previous_names_resumes_when_nothing_else_changed(
+    sigma_in_key: float, resumed: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = noisy_adversarial_settings()
+    data = tmp_path / "digits.npz"
+    prepare_digits(data)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    with pytest.raises(Interrupted):  # after the resume point at iteration 3
+        train.train_model(settings, load_dataset(data), model_dir, torch.device("cpu"), log=interrupt_at("iter 4/6 "), data_sha256=sha256(data))
+    resume = model_dir / train.RESUME_NAME
+    state = load_torch(resume)
+    assert state["iteration"] == 3
+    key = json.loads(state["key"])
+    key["settings"] = with_previous_names({**key["settings"], "sigma01": sigma_in_key})
+    state["key"] = json.dumps(key, sort_keys=True)  # as the previous code's _model_key wrote it
+    save_torch(resume, state)
+    capsys.readouterr()
+
+    train.run(settings, data, model_dir / "model.pt", model_dir / "metrics.json", model_dir / "settings.json", device="cpu")
+    out = capsys.readouterr().out
+    if resumed:
+        assert f"resuming from {resume} at iteration 3/6" in out and "ignoring" not in out, out
+    else:
+        assert "ignoring" in out and "other settings" in out and "resuming" not in out, out
+    uninterrupted, _ = train.train_model(settings, load_dataset(data), tmp_path / "reference", torch.device("cpu"), log=lambda _: None)
+    got = state_dict(model_dir / "model.pt")
+    assert got.keys() == uninterrupted.state_dict().keys()
+    assert all(torch.equal(got[name], uninterrupted.state_dict()[name]) for name in got)

@@ -104,10 +104,41 @@ def test_cifar10_specs_are_in_unit_interval_where_named_so(plan: Plan) -> None:
     assert "eps" not in audit and "large_eps" not in audit
     evaluate = plan.evaluate_spec("cifar10", mid)
     assert evaluate["info"]["eps"] == 8 and evaluate["info"]["pixel_units"] == 255  # study units, for display
-    assert all(a["eps"] == pytest.approx(8 / 255) for a in evaluate["whitebox"])  # resolved attacks: [0, 1]
+    assert all(a["eps01"] == pytest.approx(8 / 255) for a in evaluate["whitebox"])  # resolved attacks: [0, 1]
     assert plan.analysis_spec("cifar10", mid)["eps"] == 8  # Eq. 4 is computed per study pixel unit
     noisy = next(m for m, e in plan.entries("cifar10").items() if e.get("sigma"))
-    assert plan.train_spec("cifar10", noisy)["sigma"] == pytest.approx(plan.entry("cifar10", noisy)["sigma"] / 255)
+    assert plan.train_spec("cifar10", noisy)["sigma01"] == pytest.approx(plan.entry("cifar10", noisy)["sigma"] / 255)
+
+
+def test_no_unit_interval_value_goes_by_a_study_unit_name(plan: Plan) -> None:
+    """`eps`, `step_size` and `sigma` mean the study's units; resolved [0, 1] values never use them."""
+    for name in plan.config["studies"]:
+        for mid in plan.model_ids(name):
+            train = plan.train_spec(name, mid)
+            assert "sigma" not in train and "sigma01" in train, (name, mid)
+            assert not {"eps", "step_size"} & set(train["adversarial"] or {}), (name, mid)
+        attacks = plan.evaluate_spec(name, plan.model_ids(name)[0])["whitebox"]
+        attacks += [plan.blackbox_spec(name, bb)["attack"] for bb in plan.blackbox_names(name)]
+        assert attacks and all({"eps01", "step_size01"} <= set(a) and not {"eps", "step_size"} & set(a) for a in attacks), name
+
+
+def test_legacy_names_are_upgraded_to_the_names_that_say_their_unit(plan: Plan) -> None:
+    """Training settings as the code before the rename wrote them (finished models, resume keys) read as today's."""
+    mid = "pgd7-eps8-step2_k80000"
+    settings = plan.train_spec("cifar10", mid)
+    old = copy.deepcopy(settings)
+    old["sigma"] = old.pop("sigma01")
+    old["adversarial"]["eps"] = old["adversarial"].pop("eps01")
+    old["adversarial"]["step_size"] = old["adversarial"].pop("step_size01")
+    assert study.upgrade_legacy_names(old) == settings
+    assert old["adversarial"]["eps"] == pytest.approx(8 / 255)  # a copy: the old settings are left as they were
+    assert study.upgrade_legacy_names(settings) == settings  # today's names pass unchanged
+    # The grid entry inside the settings is in study units and keeps its names.
+    entry = study.upgrade_legacy_names(old)["config_entry"]
+    assert entry == plan.entry("cifar10", mid) and (entry["adversarial"]["eps"], entry["adversarial"]["step_size"]) == (8, 2)
+    natural = plan.train_spec("cifar10", next(m for m, e in plan.entries("cifar10").items() if study.kind(e) == "natural"))
+    old_natural = {**{k: v for k, v in natural.items() if k != "sigma01"}, "sigma": 0}
+    assert study.upgrade_legacy_names(old_natural) == natural and natural["adversarial"] is None
 
 
 def test_audit_and_analysis_blocks_get_their_schema_defaults(config: dict, plan: Plan) -> None:

@@ -85,9 +85,9 @@ def test_noise_in_1_255_units_reaches_training_as_sigma_over_255(tmp_path: Path,
     study["grid"] = [{"sigma": 30, "k": 4}, {"k": 4, "adversarial": {"steps": 7, "step_size": 2, "eps": 8}}]
     study["train"].update(batch_size=50, augmentation="none", amp=False, channels_last=False, log_every=4)
     settings = sscfg.resolve_model(config, "cifar10", "noise30_k4")
-    assert settings["sigma"] == pytest.approx(30 / 255) and settings["pixel_units"] == 255
+    assert settings["sigma01"] == pytest.approx(30 / 255) and settings["pixel_units"] == 255
     adv = sscfg.resolve_model(config, "cifar10", "pgd7-eps8-step2_k4")["adversarial"]
-    assert adv["eps"] == pytest.approx(8 / 255) and adv["step_size"] == pytest.approx(2 / 255)
+    assert adv["eps01"] == pytest.approx(8 / 255) and adv["step_size01"] == pytest.approx(2 / 255)
 
     spy = _InputSpy()
     monkeypatch.setattr(sstrain, "build_model", lambda *args, **kwargs: spy)

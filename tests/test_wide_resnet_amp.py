@@ -34,7 +34,7 @@ def _settings(k: int) -> dict:
     study["grid"] = [{"alpha": 0.95, "sigma": 30, "k": k}]
     study["train"].update(batch_size=4, log_every=k, checkpoint_every=10**6, amp=True, channels_last=True)
     settings = sscfg.resolve_model(config, "cifar10", sscfg.model_id(study["grid"][0]))
-    assert settings["architecture"] == "wide_resnet" and settings["sigma"] == pytest.approx(30 / 255)
+    assert settings["architecture"] == "wide_resnet" and settings["sigma01"] == pytest.approx(30 / 255)
     return settings
 
 

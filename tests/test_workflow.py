@@ -54,7 +54,7 @@ def test_tiny_study_builds_every_model(tiny_study: Path) -> None:
         assert set(acc) == {"train", "test", "whitebox_pgd5_xent", "whitebox_pgd5_cw", "whitebox_fgsm_xent", "whitebox_fgsm_cw", "blackbox_fgsm_cw", "blackbox_pgd5_cw"}
         assert all(0 <= v <= 100 for v in acc.values())
         assert record["n_test"] == 60 and record["inputs"]["checkpoint_sha256"]
-        assert record["attacks"]["whitebox"]["pgd5_xent"]["eps"] == 0.2
+        assert record["attacks"]["whitebox"]["pgd5_xent"]["eps01"] == 0.2
     log = (tiny_study / "results" / "tiny" / "logs" / "train" / "natural_k40.log").read_text()
     assert re.search(r"iter 40/40 \(100%\) loss [\d.]+ acc [\d.]+% .* it/s, eta 0:00:00", log)
 

@@ -197,7 +197,7 @@ def run(
         "settings": {"batch_size": batch_size, "max_examples": max_examples},
         "inputs": stage.inputs,
         "wall_seconds": time.perf_counter() - started,
-        "provenance": provenance(stage.device),
+        "provenance": provenance(stage.device, "analyze"),
     }
     write_json(out_json, summary)
     print(

@@ -274,7 +274,7 @@ def run(
         "inputs": inputs,
         "wall_seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time(),  # this process's CPU time so far, imports included
-        "provenance": provenance(stage.device),
+        "provenance": provenance(stage.device, "audit"),
     }
     write_json(out, out_record)
     print(f"audit done in {out_record['wall_seconds']:.1f} s: AutoAttack {result['accuracy']['autoattack']}, "

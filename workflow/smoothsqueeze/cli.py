@@ -58,7 +58,7 @@ def _prepare_data(args: argparse.Namespace) -> None:
 
 
 #: Keys each JSON spec must hold (the workflow always passes them; a hand-written one may not).
-TRAIN_SPEC_KEYS = ("study", "model_id", "architecture", "seed", "alpha", "beta", "sigma", "k", "adversarial", "train")
+TRAIN_SPEC_KEYS = ("study", "model_id", "architecture", "seed", "alpha", "beta", "sigma01", "k", "adversarial", "train")
 BLACKBOX_SPEC_KEYS = ("attack", "batch_size", "seed")
 EVALUATE_SPEC_KEYS = ("whitebox", "batch_size", "seed")
 TABLE_SPEC_KEYS = ("study", "dataset", "eps", "whitebox", "blackbox", "blackbox_source")

@@ -44,10 +44,10 @@ def training_status(train_accuracy: float, num_classes: int) -> dict[str, Any]:
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
     """Apply one resolved attack (config.resolve_attack) to a float batch and check its budget."""
     x_adv = pgd(
-        model, x, y, eps=attack["eps"], step_size=attack["step_size"], steps=attack["steps"], loss=attack["loss"],
+        model, x, y, eps=attack["eps01"], step_size=attack["step_size01"], steps=attack["steps"], loss=attack["loss"],
         random_start=attack["random_start"], restarts=attack.get("restarts", 1), generator=generator,
     )
-    check_budget(x, x_adv, attack["eps"])
+    check_budget(x, x_adv, attack["eps01"])
     return x_adv
 
 
@@ -76,7 +76,7 @@ def craft_blackbox(spec: Mapping[str, Any], source_checkpoint: str | Path, data_
     source_acc = accuracy(stage.model, x_adv, y)
     meta = {
         "attack": attack, "source_checkpoint": str(source_checkpoint), "source_sha256": stage.inputs["checkpoint_sha256"],
-        "data": str(data_path), "n": stage.n, "source_accuracy": source_acc, "seed": seed, "provenance": provenance(stage.device),
+        "data": str(data_path), "n": stage.n, "source_accuracy": source_acc, "seed": seed, "provenance": provenance(stage.device, "craft_blackbox"),
     }
     write_npz(out, x_adv=x_adv.numpy().astype(np.float32), y=y.numpy(), meta=np.array(json.dumps(meta)))
     print(f"crafted {attack['name']} on {source_checkpoint}: {stage.n} images, source-model accuracy {source_acc:.2f}%", flush=True)
@@ -87,7 +87,7 @@ def load_blackbox_set(path: str | Path, data: Dataset) -> tuple[torch.Tensor, to
     arrays = read_npz(path, required=("x_adv", "y", "meta"))
     try:
         meta = json.loads(str(arrays["meta"]))
-        meta["attack"]["eps"]
+        meta["attack"]["eps01"]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise PipelineError(f"{path}: its metadata are unreadable; delete it and rerun craft-blackbox") from None
     x_adv, y = torch.from_numpy(arrays["x_adv"]), torch.from_numpy(arrays["y"]).long()
@@ -95,7 +95,7 @@ def load_blackbox_set(path: str | Path, data: Dataset) -> tuple[torch.Tensor, to
     if n > len(data.y_test) or not torch.equal(y, data.y_test[:n].cpu()):
         raise PipelineError(f"{path}: its labels do not match the study's test set; delete it and rerun")
     try:
-        check_budget(data.scale(data.x_test[:n].cpu()), x_adv, meta["attack"]["eps"])
+        check_budget(data.scale(data.x_test[:n].cpu()), x_adv, meta["attack"]["eps01"])
     except Exception as err:
         raise PipelineError(f"{path}: black-box set violates its budget ({err})") from None
     return x_adv, y, meta
@@ -145,7 +145,7 @@ def evaluate(
         "attacks": details,
         "inputs": stage.inputs,
         "seed": seed,
-        "provenance": provenance(stage.device),
+        "provenance": provenance(stage.device, "evaluate"),
     }
     write_json(out, record)
     return record

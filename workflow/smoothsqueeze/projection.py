@@ -78,7 +78,7 @@ def train_kind(settings: dict[str, Any]) -> str:
     adv = settings.get("adversarial")
     if adv:
         return f"pgd{adv['steps']}"
-    if settings.get("alpha") or settings.get("beta") or settings.get("sigma"):
+    if settings.get("alpha") or settings.get("beta") or settings.get("sigma01"):
         return "regularized"
     return "natural"
 

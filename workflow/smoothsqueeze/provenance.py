@@ -1,4 +1,4 @@
-"""What ran, where: library versions, device and code version recorded next to every artifact."""
+"""What ran, where: library versions, device, code version and the stage's own version recorded next to every artifact."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import CODE_VERSION
+from .study import CODE_VERSION, STAGE_VERSIONS
 
 
 def _git_commit() -> str | None:
@@ -47,9 +47,16 @@ def installed_packages() -> dict[str, str]:
     return dict(sorted(packages.items(), key=lambda item: item[0].lower()))
 
 
-def provenance(device: torch.device) -> dict[str, Any]:
+def provenance(device: torch.device, stage: str) -> dict[str, Any]:
+    """What a record of `stage` (a rule of study.STAGE_VERSIONS) carries about how it was made.
+
+    `stage_version` is the version that stage's rule passes (bumping it reruns the stage), so a
+    record says which version of its own stage wrote it; `code_version` is the pipeline's.
+    """
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {
+        "stage": stage,
+        "stage_version": STAGE_VERSIONS[stage],
         "code_version": CODE_VERSION,
         "git_commit": _git_commit(),
         "python": platform.python_version(),

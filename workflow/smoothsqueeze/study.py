@@ -9,10 +9,13 @@ config.yaml to a table cell, read this module:
   from the fine kind), `defense_label` (tables), `legend_label` (figures): all rendered from one
   ordered vocabulary, `VOCABULARY` (+ `ADVERSARIAL`).
 - units: a study writes `eps`, `sigma` and step sizes in its `pixel_units` (255 for CIFAR-10).
-  Resolved settings say which unit they hold: `eps01` / `sigma01` / `large_eps01` are in [0, 1]
-  pixel units; `eps` is the study's units, kept for display (`units_text`). Training settings
-  (`resolve_model`) and resolved attacks (`resolve_attack`) keep their historical keys, all
-  in [0, 1] units: renaming them would change every finished model's fingerprint.
+  Resolved settings say which unit they hold: `eps01` / `step_size01` / `sigma01` /
+  `large_eps01` are in [0, 1] pixel units (training settings from `resolve_model`, attacks from
+  `resolve_attack`, the audit's `audit_settings`); `eps` is the study's units, kept for display
+  (`units_text`). Models finished, and resume points written, before training settings said
+  their unit hold the old names (`sigma`, `adversarial.eps`, `adversarial.step_size`):
+  `upgrade_legacy_names` (table `LEGACY_NAMES`) renames them before training compares settings,
+  so such a model is restored or resumed, not refused or retrained.
 - jobs: `Plan(config)` gives each stage's spec (the JSON its job is told), its paths
   (`Paths`, each pattern written once, also used with wildcards in rule outputs) and a study's
   final files (`study_targets`).
@@ -172,22 +175,22 @@ def params01(entry: Mapping[str, Any], units: float) -> dict[str, float]:
 
 
 def resolve_attack(attack: Mapping[str, Any], eps: float, units: float) -> dict[str, Any]:
-    """An attack's settings in [0, 1] pixel units, ready for `attacks.pgd` (keys `eps`, `step_size`: [0, 1])."""
+    """An attack's settings ready for `attacks.pgd`: `eps01`, `step_size01` in [0, 1] pixel units."""
     eps01 = eps / units
     return {
         "name": attack["name"],
         "method": attack["method"],
         "loss": attack["loss"],
-        "eps": eps01,
+        "eps01": eps01,
         "steps": 1 if attack["method"] == "fgsm" else attack.get("steps", 1),
-        "step_size": eps01 if attack["method"] == "fgsm" else attack.get("step_size", 0) / units,
+        "step_size01": eps01 if attack["method"] == "fgsm" else attack.get("step_size", 0) / units,
         "random_start": attack.get("random_start", False),
         "restarts": attack.get("restarts", 1),
     }
 
 
 def resolve_model(study: Mapping[str, Any], study_name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
-    """Everything that determines one trained model; `sigma` and `adversarial` in [0, 1] pixel units."""
+    """Everything that determines one trained model; `sigma01` and `adversarial`'s `eps01`, `step_size01` in [0, 1] pixel units."""
     units = study.get("pixel_units", 1)
     adv = entry.get(ADVERSARIAL)
     return {
@@ -198,20 +201,41 @@ def resolve_model(study: Mapping[str, Any], study_name: str, entry: Mapping[str,
         "seed": entry["seed"] if entry.get("seed") is not None else study["seed"],
         "alpha": entry.get("alpha", 0),
         "beta": entry.get("beta", 0),
-        "sigma": entry.get("sigma", 0) / units,
+        "sigma01": entry.get("sigma", 0) / units,
         "k": entry["k"],
         "adversarial": None
         if not adv
         else {
             "steps": adv["steps"],
-            "step_size": adv["step_size"] / units,
-            "eps": adv["eps"] / units,
+            "step_size01": adv["step_size"] / units,
+            "eps01": adv["eps"] / units,
             "random_start": adv.get("random_start", True),
         },
         "train": copy.deepcopy(study["train"]),
         "config_entry": copy.deepcopy(dict(entry)),
         "pixel_units": units,
     }
+
+
+#: Names training settings had before they said their unit: path of the old name -> new name.
+#: Settings kept with a finished model, and resume points' keys, written before the rename hold them.
+LEGACY_NAMES: dict[tuple[str, ...], str] = {
+    ("sigma",): "sigma01",
+    ("adversarial", "eps"): "eps01",
+    ("adversarial", "step_size"): "step_size01",
+}
+
+
+def upgrade_legacy_names(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of resolved training settings with `LEGACY_NAMES` renamed (values untouched; new names left as they are)."""
+    out = copy.deepcopy(dict(settings))
+    for (*parents, old), new in LEGACY_NAMES.items():
+        node: Any = out
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and old in node and new not in node:
+            node[new] = node.pop(old)
+    return out
 
 
 #: AutoAttack attack name -> accuracy key in the audit record.

@@ -31,6 +31,7 @@ from .inference import accuracy
 from .losses import training_loss
 from .models import build_model
 from .provenance import provenance
+from .study import upgrade_legacy_names
 
 RESUME_NAME = "resume.pt"
 #: Hidden folder in a model directory with hard links to the finished outputs, so that a
@@ -152,7 +153,8 @@ def train_model(
     generator that draws batches, noise and attack starts, the global RNG, the running log
     sums), so a resumed run ends with the same weights, bit for bit, as an uninterrupted one
     on the CPU (on a GPU, as far as its kernels are deterministic). It is used only when it was written for the same model settings,
-    code version and data (`data_sha256`); otherwise training starts from the beginning.
+    code version and data (`data_sha256`); a key written before the settings named their unit is
+    upgraded first (`_upgraded_key`). Otherwise training starts from the beginning.
     """
     cfg, k = settings["train"], settings["k"]
     torch.manual_seed(settings["seed"])
@@ -174,7 +176,7 @@ def train_model(
     seen = 0
     if resume_path.exists():
         state = _read_resume(resume_path, log)
-        if state is not None and state.get("key") == key:
+        if state is not None and _upgraded_key(state.get("key")) == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             sampler.load(state["sampler"])
@@ -193,7 +195,7 @@ def train_model(
         elif state is not None:
             log(f"ignoring {resume_path}: it was written for other settings, data or code; training from the start")
     runner = _maybe_compile(model, cfg.get("compile", False), data.scale(data.x_train[:2]).to(memory_format=memory_format), log)
-    alpha, beta, sigma, adv = settings["alpha"], settings["beta"], settings["sigma"], settings["adversarial"]
+    alpha, beta, sigma, adv = settings["alpha"], settings["beta"], settings["sigma01"], settings["adversarial"]
     squeeze_norm = cfg.get("squeeze_norm", "per_example")
     # Madry et al. craft training-time PGD on the training-mode model (batch statistics, and the
     # running averages move with every attack step); "eval" uses the running statistics instead.
@@ -211,7 +213,7 @@ def train_model(
             xb = crop_flip(xb, generator, crop_padding)
         if adv:
             model.train(attack_in_train_mode)
-            xb = pgd(runner, xb, yb, adv["eps"], adv["step_size"], adv["steps"], "xent", adv["random_start"], generator=generator)
+            xb = pgd(runner, xb, yb, adv["eps01"], adv["step_size01"], adv["steps"], "xent", adv["random_start"], generator=generator)
             model.train()
         if sigma:
             xb = xb + sigma * torch.randn(xb.shape, generator=generator, device=device)
@@ -289,6 +291,19 @@ def _model_key(settings: dict[str, Any], data_sha256: str | None) -> str:
     return json.dumps({"settings": _model_settings(settings), "code_version": TRAIN_CODE_VERSION, "data_sha256": data_sha256}, sort_keys=True)
 
 
+def _upgraded_key(key: Any) -> Any:
+    """A resume point's key with its settings' legacy names upgraded (`study.upgrade_legacy_names`), as `_model_key` writes it.
+
+    A key that is not such JSON is returned as it is (it then matches no current key).
+    """
+    try:
+        parsed = json.loads(key)
+        parsed["settings"] = upgrade_legacy_names(parsed["settings"])
+    except (TypeError, ValueError, KeyError):
+        return key
+    return json.dumps(parsed, sort_keys=True)
+
+
 def _read_resume(path: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
     """The resume point, or None (logged) when it cannot be used; a resume point is never trusted blindly."""
     try:
@@ -345,7 +360,8 @@ def _check_finished(
     """Never lose or silently redo a finished model: restore it, or refuse to replace it.
 
     Returns True when a finished model of the same settings, data and code was restored
-    (nothing to train); raises PipelineError when the kept model was made otherwise.
+    (nothing to train); raises PipelineError when the kept model was made otherwise. Kept
+    settings named as before their rename are upgraded first (`study.upgrade_legacy_names`).
     """
     work_dir = outputs["checkpoint"].parent
     kept = work_dir / KEPT_DIR
@@ -360,8 +376,8 @@ def _check_finished(
         return False
     try:
         old = read_json(kept_files["settings"])
-        old_settings = old["settings"]
-    except (PipelineError, KeyError, TypeError):
+        old_settings = upgrade_legacy_names(old["settings"])
+    except (PipelineError, KeyError, TypeError, ValueError):
         old, old_settings = {}, None
     why = []
     if old_settings is None:
@@ -433,7 +449,7 @@ def run(settings: dict[str, Any], data_path: str | Path, checkpoint: str | Path,
     metrics["wall_seconds"] = time.perf_counter() - started
     # CPU seconds of this process (all its threads): unlike wall time, not inflated by other jobs sharing the cores.
     metrics["cpu_seconds"] = time.process_time() - started_cpu
-    write_json(outputs["settings"], {"settings": settings, "data": str(data_path), "data_sha256": data_sha256, "provenance": provenance(dev)})
+    write_json(outputs["settings"], {"settings": settings, "data": str(data_path), "data_sha256": data_sha256, "provenance": provenance(dev, "train")})
     write_json(outputs["metrics"], metrics)
     # The checkpoint is written last: a later stage reads model.pt only, and it exists only when all outputs do.
     save_model(outputs["checkpoint"], model, settings["architecture"], data.image_shape, data.num_classes)
