@@ -73,8 +73,8 @@ def test_unknown_key_is_refused(shipped: dict) -> None:
 
 def test_duplicate_grid_entry_is_refused(shipped: dict) -> None:
     config = copy.deepcopy(shipped)
-    config["studies"]["digits"]["grid"].append({"k": 2000})
-    with pytest.raises(cfg.ConfigError, match="repeats model 'natural_k2000'"):
+    config["studies"]["digits"]["grid"].append({"k": 1500})
+    with pytest.raises(cfg.ConfigError, match="repeats model 'natural_k1500'"):
         cfg.validate_config(config)
 
 

@@ -39,7 +39,7 @@ def fake_timings(study: str, kinds: dict[str, float], architecture: str = "madry
 def test_train_kinds_of_the_digits_grid(config: dict) -> None:
     reps = projection.representatives(config, "digits")
     assert set(reps) == {"natural", "regularized", "pgd10", "pgd2"}
-    assert reps["pgd10"]["adversarial"]["steps"] == 10 and reps["natural"]["k"] == 2000
+    assert reps["pgd10"]["adversarial"]["steps"] == 10 and reps["natural"]["k"] == 1500
     assert projection.train_kind({"alpha": 0, "beta": 0, "sigma01": 0.3}) == "regularized"
 
 
@@ -57,7 +57,7 @@ def test_measure_refuses_a_cpu_clock_on_a_gpu_and_bad_counts(config: dict) -> No
     with pytest.raises(PipelineError, match="clock"):
         projection._clock("sundial", "cpu")
     with pytest.raises(PipelineError, match=">= 1"):
-        projection.time_training(resolve_model(config, "digits", "natural_k2000"), torch.device("cpu"), steps=0)
+        projection.time_training(resolve_model(config, "digits", "natural_k1500"), torch.device("cpu"), steps=0)
 
 
 def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
@@ -70,8 +70,8 @@ def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
     assert [r["model"] for r in rows if r["kind"] == projection.CRAFT] == ["blackbox:fgsm_cw", "blackbox:pgd40_cw"]
     assert rows[-1]["model"] == projection.TOTAL_ROW
     # digits: 1437 training and 360 test images, every test image attacked
-    nat = by_model["natural_k2000"]
-    assert nat["train_s"] == pytest.approx(2000 * 0.01 + (1437 + 360) * 1e-4)
+    nat = by_model["natural_k1500"]
+    assert nat["train_s"] == pytest.approx(1500 * 0.01 + (1437 + 360) * 1e-4)
     assert nat["analyze_s"] == pytest.approx(360 * (10 * 1e-3 + 1e-4))
     whitebox = 360 * (40 * 1e-3 + 1e-4) + 360 * (40 * 2e-3 + 1e-4) + 360 * (1e-3 + 1e-4) + 360 * (2e-3 + 1e-4)
     assert nat["evaluate_s"] == pytest.approx((1437 + 360) * 1e-4 + whitebox + 2 * 360 * 1e-4)
@@ -133,7 +133,7 @@ def test_written_projection_gives_each_job_its_runtime(config: dict, tmp_path: P
     adv = "pgd10-eps0.2-step0.05_k1000"
     expected = projection.job_runtime_minutes(1000 * 10.0 + 1797 * 1e-4)
     assert projection.runtime_minutes(out, adv, "train") == expected > 120  # longer than the Slurm profile's default
-    assert projection.runtime_minutes(out, "natural_k2000", "audit") >= projection.MINIMUM_MIN
+    assert projection.runtime_minutes(out, "natural_k1500", "audit") >= projection.MINIMUM_MIN
     assert projection.runtime_minutes(out, "blackbox:pgd40_cw", "craft_blackbox") == projection.MINIMUM_MIN
     assert projection.runtime_minutes(out, "blackbox:pgd40_cw", "train", default=77) == 77  # no train job for a set
     assert projection.runtime_minutes(out, "no_such_model", "train", default=55) == 55

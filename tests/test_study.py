@@ -292,3 +292,11 @@ def test_gpu_slots_must_be_a_positive_integer(config: dict) -> None:
     bad["gpu_slots"] = 0
     with pytest.raises(cfg.ConfigError, match="gpu_slots"):
         cfg.validate_config(bad)
+
+
+def test_training_jobs_start_with_the_blackbox_source_then_adversarial_training() -> None:
+    plan = study.Plan(cfg.load_config(Path(__file__).resolve().parent.parent / "config.yaml"))
+    source = plan.study("digits")["blackbox"]["source"]
+    priorities = {m: plan.train_priority("digits", m) for m in plan.model_ids("digits")}
+    assert priorities[source] == 2 and max(p for m, p in priorities.items() if m != source) == 1
+    assert {m for m, p in priorities.items() if p == 1} == {m for m in priorities if m.startswith("pgd")}

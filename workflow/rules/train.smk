@@ -23,6 +23,7 @@ rule train:
         gpu_job_slots=lambda w: plan.gpu_job_slots(w.study),
         settings=lambda w: as_json(plan.train_spec(w.study, w.model)),
         version=STAGE_VERSIONS["train"],
+    priority: lambda w: plan.train_priority(w.study, w.model)
     resources:
         gpu=lambda w: plan.gpu_slots(w.study),
     conda:

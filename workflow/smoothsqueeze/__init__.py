@@ -3,7 +3,7 @@
 Public entry points for use outside the pipeline::
 
     import smoothsqueeze as ss
-    model = ss.load_model("results/digits/models/natural_k2000/model.pt")
+    model = ss.load_model("results/digits/models/natural_k1500/model.pt")
     x_adv = ss.pgd(model, x, y, eps=0.2, step_size=0.01, steps=40)
 
 The public names are imported lazily, so `import smoothsqueeze.config` (what the Snakefile

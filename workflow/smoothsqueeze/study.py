@@ -604,6 +604,13 @@ class Plan:
         """What a GPU job of `study` claims on its device ($SMOOTHSQUEEZE_GPU_JOB_SLOTS): '1' or 'all'."""
         return "all" if self.study(study)["architecture"] in WHOLE_DEVICE_ARCHITECTURES else "1"
 
+    def train_priority(self, study: str, model: str) -> int:
+        """Scheduling priority of a training job: the black-box source first (every evaluation waits
+        for its sets), then adversarial training (the longest jobs), then the rest."""
+        if model == self.study(study)["blackbox"]["source"]:
+            return 2
+        return 1 if self.entry(study, model).get("adversarial") else 0
+
     def dataset_file(self, study: str) -> str:
         return self.paths.dataset(self.study(study)["dataset"])
 
