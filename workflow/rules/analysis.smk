@@ -16,7 +16,6 @@ rule analyze:
         gpu_job_slots=lambda w: plan.gpu_job_slots(w.study),
         spec=lambda w: as_json(plan.analysis_spec(w.study, w.model)),
         version=STAGE_VERSIONS["analyze"],
-    priority: 1  # seconds each, and the figures wait for all of them
     resources:
         gpu=lambda w: plan.gpu_slots(w.study),
     conda:

@@ -605,11 +605,13 @@ class Plan:
         return "all" if self.study(study)["architecture"] in WHOLE_DEVICE_ARCHITECTURES else "1"
 
     def train_priority(self, study: str, model: str) -> int:
-        """Scheduling priority of a training job: the black-box source first (every evaluation waits
-        for its sets), then adversarial training (the longest jobs), then the rest."""
+        """Scheduling priority of a training job, above every later stage's (0): all training first,
+        the black-box source first of all (every evaluation waits for its sets), then adversarial
+        training (the longest jobs). A model trained last would otherwise leave its evaluation,
+        audit, figures and report to run one after another on one core."""
         if model == self.study(study)["blackbox"]["source"]:
-            return 2
-        return 1 if self.entry(study, model).get("adversarial") else 0
+            return 3
+        return 2 if self.entry(study, model).get("adversarial") else 1
 
     def dataset_file(self, study: str) -> str:
         return self.paths.dataset(self.study(study)["dataset"])
