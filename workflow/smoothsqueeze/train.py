@@ -22,7 +22,7 @@ from torch import nn
 
 from . import TRAIN_CODE_VERSION
 from .artifacts import read_json, remove_stale_temps, sha256_file, write_json
-from .attacks import pgd
+from .attacks import BUDGET_TOLERANCE, AttackBudgetError, budget_excess, pgd
 from .checkpoints import load_torch, model_state, save_model, save_torch
 from .data import Dataset, load_dataset
 from .device import pick_device
@@ -41,7 +41,7 @@ KEPT_SUMS = "sha256.json"
 _NOT_MODEL_SETTINGS = ("config_entry",)
 _NOT_MODEL_TRAIN_SETTINGS = ("log_every", "checkpoint_every")
 #: Training keys added after models were trained -> the value that trains as the code before them did.
-_ADDED_TRAIN_SETTINGS: dict[str, Any] = {"fused_optimizer": False, "compile_mode": "default", "compile_loss": False}
+_ADDED_TRAIN_SETTINGS: dict[str, Any] = {"fused_optimizer": False, "compile_mode": "default", "compile_loss": False, "adversarial_amp": False}
 #: train.compile_mode -> torch.compile's `mode` argument.
 COMPILE_MODES: dict[str, str | None] = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
 
@@ -196,6 +196,24 @@ def _compiled_runners(model: nn.Module, settings: dict[str, Any], device: torch.
     return runner, _forward_loss(runner, settings, device)
 
 
+def _adversarial_amp(cfg: dict[str, Any]) -> bool:
+    """Whether training-time PGD runs under the training forward's bf16 autocast (train.adversarial_amp), else fp32.
+
+    The projection onto the eps ball and [0, 1] stays fp32 either way (the gradient comes back in
+    the images' dtype). adversarial_amp without amp is an error, not a silent no-op.
+    """
+    if cfg.get("adversarial_amp") and not cfg.get("amp"):
+        raise PipelineError("train.adversarial_amp needs train.amp: true (it crafts training-time PGD under the training forward's bf16 autocast)")
+    return bool(cfg.get("adversarial_amp"))
+
+
+def _check_training_budget(worst: torch.Tensor, iteration: int) -> None:
+    """Raise AttackBudgetError when a training-time PGD batch up to `iteration` left its eps ball or [0, 1]."""
+    excess = worst.item()
+    if excess > BUDGET_TOLERANCE:
+        raise AttackBudgetError(f"a training-time PGD batch before iteration {iteration} left its L-inf ball or [0, 1] by {excess:.3g}")
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -259,6 +277,8 @@ def train_model(
     sample = torch.full((sampler.batch_size, *data.image_shape), 0.5, device=device).contiguous(memory_format=memory_format)
     runner, forward_loss = _compiled_runners(model, settings, device, sample, torch.zeros(sampler.batch_size, dtype=torch.long, device=device), log)
     sigma, adv = settings["sigma"], settings["adversarial"]
+    adversarial_amp = _adversarial_amp(cfg)
+    worst_excess = torch.zeros((), device=device)  # how far any training-time PGD batch left its budget (checked at log lines)
     # Madry et al. craft training-time PGD on the training-mode model (batch statistics, and the
     # running averages move with every attack step); "eval" uses the running statistics instead.
     attack_in_train_mode = cfg.get("adversarial_bn_mode", "train") == "train"
@@ -275,7 +295,10 @@ def train_model(
             xb = crop_flip(xb, generator, crop_padding)
         if adv:
             model.train(attack_in_train_mode)
-            xb = pgd(runner, xb, yb, adv["eps"], adv["step_size"], adv["steps"], "xent", adv["random_start"], generator=generator)
+            with _autocast(adversarial_amp, device):
+                x_adv = pgd(runner, xb, yb, adv["eps"], adv["step_size"], adv["steps"], "xent", adv["random_start"], generator=generator)
+            worst_excess = torch.maximum(worst_excess, budget_excess(xb, x_adv, adv["eps"]))
+            xb = x_adv
             model.train()
         if sigma:
             xb = xb + sigma * torch.randn(xb.shape, generator=generator, device=device)
@@ -290,6 +313,8 @@ def train_model(
             sums += torch.stack([loss.detach() * len(yb), (logits.argmax(1) == yb).sum().float(), logits.detach().float().norm(dim=1).sum()])
         seen += len(yb)
         done = it + 1
+        if adv and (done % log_every == 0 or done % ckpt_every == 0 or done == k):
+            _check_training_budget(worst_excess, done)
         if done % log_every == 0 or done == k:
             loss_avg, acc, norm = (sums / max(seen, 1)).tolist()
             if not math.isfinite(loss_avg):
@@ -351,10 +376,14 @@ def _model_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _inert_train_keys(settings: dict[str, Any]) -> set[str]:
-    """Training keys that do nothing for this model: compile_mode / compile_loss without compile."""
+    """Training keys that do nothing for this model: compile_mode / compile_loss without compile,
+    adversarial_amp for a model that does not train on PGD examples (turning it on for a study
+    then keeps its other finished models valid)."""
     inert = set()
     if not settings.get("train", {}).get("compile"):
         inert |= {"compile_mode", "compile_loss"}
+    if not settings.get("adversarial"):
+        inert.add("adversarial_amp")
     return inert
 
 
