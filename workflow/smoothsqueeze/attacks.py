@@ -171,6 +171,17 @@ def pgd_restarts(
     return RestartResult(x_adv, robust, curve)
 
 
+def budget_excess(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
+    """How far `x_adv` lies outside its L-inf ball of radius eps around `x` or outside [0, 1] (<= 0: inside).
+
+    A 0-d tensor on the batch's device (no host sync, so a loop can check it when it syncs anyway);
+    NaN or infinite pixels count as infinitely far.
+    """
+    diff = (x_adv.float() - x.float()).abs().amax() - eps
+    low, high = -x_adv.float().amin(), x_adv.float().amax() - 1
+    return torch.nan_to_num(torch.stack([diff, low, high]).amax(), nan=float("inf"))
+
+
 def check_budget(x: torch.Tensor, x_adv: torch.Tensor, eps: float, tol: float = BUDGET_TOLERANCE) -> None:
     """Raise AttackBudgetError unless |x_adv - x|_inf <= eps (+tol) and x_adv lies in [0, 1] (+-tol)."""
     if x.shape != x_adv.shape:

@@ -220,6 +220,9 @@ def _cross_check(config: dict[str, Any]) -> None:
             _unique_names(study["attack"][section], f"studies.{name}.attack.{section}")
         _unique_names(study["blackbox"]["attacks"], f"studies.{name}.blackbox.attacks")
         _check_budgets(study, f"studies.{name}")
+        if study["train"].get("adversarial_amp") and not study["train"].get("amp"):
+            raise ConfigError(f"config error: studies.{name}.train.adversarial_amp = true needs train.amp = true "
+                              "(it crafts training-time PGD under the training forward's bf16 autocast)")
 
 
 def _check_budgets(study: dict[str, Any], where: str) -> None:

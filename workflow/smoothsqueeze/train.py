@@ -22,7 +22,7 @@ from torch import nn
 
 from . import TRAIN_CODE_VERSION
 from .artifacts import read_json, remove_stale_temps, sha256_file, write_json
-from .attacks import pgd
+from .attacks import BUDGET_TOLERANCE, AttackBudgetError, budget_excess, pgd
 from .checkpoints import load_torch, model_state, save_model, save_torch
 from .data import Dataset, load_dataset
 from .device import pick_device
@@ -42,7 +42,9 @@ KEPT_SUMS = "sha256.json"
 _NOT_MODEL_SETTINGS = ("config_entry",)
 _NOT_MODEL_TRAIN_SETTINGS = ("log_every", "checkpoint_every")
 #: Training keys added after models were trained -> the value that trains as the code before them did.
-_ADDED_TRAIN_SETTINGS: dict[str, Any] = {"fused_optimizer": False}
+_ADDED_TRAIN_SETTINGS: dict[str, Any] = {"fused_optimizer": False, "compile_mode": "default", "compile_loss": False, "adversarial_amp": False}
+#: train.compile_mode -> torch.compile's `mode` argument.
+COMPILE_MODES: dict[str, str | None] = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
 
 
 class TrainingDiverged(PipelineError, FloatingPointError):
@@ -122,16 +124,95 @@ def _autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def _maybe_compile(model: nn.Module, enabled: bool, sample: torch.Tensor, log: Callable[[str], None]) -> nn.Module:
-    if not enabled:
-        return model
+ForwardLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _forward_loss(model: Callable[[torch.Tensor], torch.Tensor], settings: dict[str, Any], device: torch.device) -> ForwardLoss:
+    """(loss, logits) of one training batch: the forward under train.amp's autocast, the loss in fp32."""
+    cfg = settings["train"]
+    amp, squeeze_norm = cfg.get("amp", False), cfg.get("squeeze_norm", "per_example")
+
+    def forward_loss(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _autocast(amp, device):
+            logits = model(xb)
+        return training_loss(logits, yb, settings["alpha"], settings["beta"], squeeze_norm), logits
+
+    return forward_loss
+
+
+@contextlib.contextmanager
+def _restoring(model: nn.Module):  # type: ignore[no-untyped-def]
+    """Undo what a trial step does to `model`: its buffers (batch-norm statistics) and gradients."""
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     try:
-        compiled = torch.compile(model)
-        compiled(sample)
+        yield
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        model.zero_grad(set_to_none=True)
+
+
+def _maybe_compile(fn: Callable, cfg: dict[str, Any], trial: Callable[[Callable], None], model: nn.Module, log: Callable[[str], None], what: str) -> Callable:
+    """torch.compile(fn) with train.compile_mode when train.compile is on, else `fn`.
+
+    `trial` runs the compiled function once (a forward and backward at the training batch's
+    shape, with `model`'s buffers and gradients restored after it), so that a failure to
+    compile shows here: it is logged in one line and training runs `fn` eagerly.
+    """
+    if not cfg.get("compile"):
+        return fn
+    mode = cfg.get("compile_mode", "default")
+    try:
+        compiled = torch.compile(fn, mode=COMPILE_MODES.get(mode, mode))
+        with _restoring(model):
+            trial(compiled)
         return compiled
     except Exception as err:  # noqa: BLE001 - any compile failure falls back to eager
-        log(f"torch.compile unavailable ({type(err).__name__}: {str(err).splitlines()[0][:120]}); running eagerly")
-        return model
+        log(f"torch.compile ({what}, mode {mode}) unavailable ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''}); running eagerly")
+        return fn
+
+
+def _compiled_runners(model: nn.Module, settings: dict[str, Any], device: torch.device, sample: torch.Tensor, labels: torch.Tensor,
+                      log: Callable[[str], None]) -> tuple[Callable[[torch.Tensor], torch.Tensor], ForwardLoss]:
+    """(the model as training-time PGD runs it, the training forward + loss), compiled as train.compile* say.
+
+    compile: the model is compiled (PGD and the training forward use it; the loss runs eagerly).
+    compile + compile_loss: the model and the loss are compiled as one function for the training
+    step (one forward graph, one backward graph); PGD gets the compiled model only when the model
+    trains adversarially. The optimizer step stays outside both (train.fused_optimizer: one kernel).
+    """
+    cfg = settings["train"]
+
+    def step_trial(forward_loss: ForwardLoss) -> None:
+        forward_loss(sample, labels)[0].backward()
+
+    if cfg.get("compile") and cfg.get("compile_loss"):
+        runner: Callable[[torch.Tensor], torch.Tensor] = model
+        if settings["adversarial"]:
+            runner = _maybe_compile(model, cfg, lambda m: step_trial(_forward_loss(m, settings, device)), model, log, "model")
+        step = _maybe_compile(_forward_loss(model, settings, device), cfg, step_trial, model, log, "model + loss")
+        return runner, step
+    runner = _maybe_compile(model, cfg, lambda m: step_trial(_forward_loss(m, settings, device)), model, log, "model")
+    return runner, _forward_loss(runner, settings, device)
+
+
+def _adversarial_amp(cfg: dict[str, Any]) -> bool:
+    """Whether training-time PGD runs under the training forward's bf16 autocast (train.adversarial_amp), else fp32.
+
+    The projection onto the eps ball and [0, 1] stays fp32 either way (the gradient comes back in
+    the images' dtype). adversarial_amp without amp is an error, not a silent no-op.
+    """
+    if cfg.get("adversarial_amp") and not cfg.get("amp"):
+        raise PipelineError("train.adversarial_amp needs train.amp: true (it crafts training-time PGD under the training forward's bf16 autocast)")
+    return bool(cfg.get("adversarial_amp"))
+
+
+def _check_training_budget(worst: torch.Tensor, iteration: int) -> None:
+    """Raise AttackBudgetError when a training-time PGD batch up to `iteration` left its eps ball or [0, 1]."""
+    excess = worst.item()
+    if excess > BUDGET_TOLERANCE:
+        raise AttackBudgetError(f"a training-time PGD batch before iteration {iteration} left its L-inf ball or [0, 1] by {excess:.3g}")
 
 
 def _fmt_time(seconds: float) -> str:
@@ -194,9 +275,12 @@ def train_model(
             log(f"resuming from {resume_path} at iteration {start}/{k}")
         elif state is not None:
             log(f"ignoring {resume_path}: it was written for other settings, data or code; training from the start")
-    runner = _maybe_compile(model, cfg.get("compile", False), data.scale(data.x_train[:2]).to(memory_format=memory_format), log)
-    alpha, beta, sigma, adv = settings["alpha"], settings["beta"], settings["sigma01"], settings["adversarial"]
-    squeeze_norm = cfg.get("squeeze_norm", "per_example")
+    # A fixed, deterministic batch of the training shape for compile trials (no data or RNG drawn).
+    sample = torch.full((sampler.batch_size, *data.image_shape), 0.5, device=device).contiguous(memory_format=memory_format)
+    runner, forward_loss = _compiled_runners(model, settings, device, sample, torch.zeros(sampler.batch_size, dtype=torch.long, device=device), log)
+    sigma, adv = settings["sigma01"], settings["adversarial"]
+    adversarial_amp = _adversarial_amp(cfg)
+    worst_excess = torch.zeros((), device=device)  # how far any training-time PGD batch left its budget (checked at log lines)
     # Madry et al. craft training-time PGD on the training-mode model (batch statistics, and the
     # running averages move with every attack step); "eval" uses the running statistics instead.
     attack_in_train_mode = cfg.get("adversarial_bn_mode", "train") == "train"
@@ -213,16 +297,17 @@ def train_model(
             xb = crop_flip(xb, generator, crop_padding)
         if adv:
             model.train(attack_in_train_mode)
-            xb = pgd(runner, xb, yb, adv["eps01"], adv["step_size01"], adv["steps"], "xent", adv["random_start"], generator=generator)
+            with _autocast(adversarial_amp, device):
+                x_adv = pgd(runner, xb, yb, adv["eps01"], adv["step_size01"], adv["steps"], "xent", adv["random_start"], generator=generator)
+            worst_excess = torch.maximum(worst_excess, budget_excess(xb, x_adv, adv["eps01"]))
+            xb = x_adv
             model.train()
         if sigma:
             xb = xb + sigma * torch.randn(xb.shape, generator=generator, device=device)
             if cfg.get("noise_clip"):
                 xb = xb.clamp(0.0, 1.0)
         xb = xb.contiguous(memory_format=memory_format)
-        with _autocast(cfg.get("amp", False), device):
-            logits = runner(xb)
-        loss = training_loss(logits, yb, alpha, beta, squeeze_norm)
+        loss, logits = forward_loss(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -230,6 +315,8 @@ def train_model(
             sums += torch.stack([loss.detach() * len(yb), (logits.argmax(1) == yb).sum().float(), logits.detach().float().norm(dim=1).sum()])
         seen += len(yb)
         done = it + 1
+        if adv and (done % log_every == 0 or done % ckpt_every == 0 or done == k):
+            _check_training_budget(worst_excess, done)
         if done % log_every == 0 or done == k:
             loss_avg, acc, norm = (sums / max(seen, 1)).tolist()
             if not math.isfinite(loss_avg):
@@ -276,15 +363,30 @@ def _model_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings that decide the trained weights (not how often it logs or checkpoints).
 
     A training key added after models were trained is left out while it holds the value that
-    reproduces the older code (`_ADDED_TRAIN_SETTINGS`), so those models stay valid.
+    reproduces the older code (`_ADDED_TRAIN_SETTINGS`), so those models stay valid; so is a key
+    that cannot act on this model (`_inert_train_keys`).
     """
     out = {key: value for key, value in settings.items() if key not in _NOT_MODEL_SETTINGS}
     train = {key: value for key, value in settings.get("train", {}).items() if key not in _NOT_MODEL_TRAIN_SETTINGS}
     for key, older_behaviour in _ADDED_TRAIN_SETTINGS.items():
         if train.get(key, older_behaviour) == older_behaviour:
             train.pop(key, None)
+    for key in _inert_train_keys(settings):
+        train.pop(key, None)
     out["train"] = train
     return out
+
+
+def _inert_train_keys(settings: dict[str, Any]) -> set[str]:
+    """Training keys that do nothing for this model: compile_mode / compile_loss without compile,
+    adversarial_amp for a model that does not train on PGD examples (turning it on for a study
+    then keeps its other finished models valid)."""
+    inert = set()
+    if not settings.get("train", {}).get("compile"):
+        inert |= {"compile_mode", "compile_loss"}
+    if not settings.get("adversarial"):
+        inert.add("adversarial_amp")
+    return inert
 
 
 def _model_key(settings: dict[str, Any], data_sha256: str | None) -> str:
