@@ -13,10 +13,16 @@ writes to <out>/gpu_check.json:
 5. real training: a few hundred steps of Madry's CNN on Fashion-MNIST (Debian's files from
    /usr/share/datasets/fashion-mnist, or $SMOOTHSQUEEZE_FASHION_MNIST_DIR) when present, else on
    synthetic 28x28 images with learnable class patterns (the output says which), with accuracies;
-6. the projection (smoothsqueeze.projection) of the mnist and cifar10 studies on this device.
+6. the projection (smoothsqueeze.projection) of the mnist and cifar10 studies on this device;
+7. the training fast paths that are off by default until measured on a GPU (gpu_fast_paths.py):
+   the MNIST CNN's step eager / compiled (default, reduce-overhead, reduce-overhead with the loss and
+   the fused optimizer), the wide ResNet's bf16 + channels_last step eager / compiled, and the PGD-7
+   adversarial-training step with training-time PGD in fp32 / under bf16 autocast (adversarial_amp),
+   each with its weight difference from eager; parts that would overrun the time limit
+   ($GPU_CHECK_TIMEOUT, default 480 s) are skipped and say so (--fast-paths-only runs 1 and 7 alone).
 
---quick: tiny counts on the CPU (seconds to a minute), synthetic data unless --real-data: it checks the
-script runs, figures mean nothing.
+--quick: tiny counts on the CPU (seconds to a minute), synthetic data unless --real-data, no compiling
+unless --compile: it checks the script runs, figures mean nothing. The JSON is rewritten after every part.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from typing import Any
 
 from common import ROOT, count_flops, machine_info, matmul_peak, timed  # noqa: F401 - also sets sys.path for a fresh clone
 
+import gpu_fast_paths
 import torch
 from smoothsqueeze import gpu_claim, projection
 from smoothsqueeze import device as ssdevice
@@ -45,6 +52,8 @@ from smoothsqueeze.train import train_model
 
 SHARING = (1, 2, 4)
 SHARING_QUICK = (1, 2)
+#: Seconds the check keeps in hand before $GPU_CHECK_TIMEOUT (gpu_check.sh's limit) when it decides to skip a part.
+TIMEOUT_MARGIN_S = 30
 FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
@@ -189,6 +198,26 @@ def real_training(device: torch.device, steps: int, work: Path, synthetic: bool)
             "ms_per_step_incl_eval": 1e3 * seconds / steps}
 
 
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """(Re)write gpu_check.json: after every part, so a run stopped at its time limit keeps what it measured."""
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+def fast_paths(args: argparse.Namespace, config: dict[str, Any], device: torch.device, deadline: float) -> dict[str, Any]:
+    """Part 7: the fast paths that are off by default, each timed against eager (see gpu_fast_paths)."""
+    say(f"7. fast paths, off by default until measured on a GPU{'' if args.compile or not args.quick else ' (--quick: compiling skipped)'}:")
+    fits = lambda seconds: time.perf_counter() + seconds < deadline  # noqa: E731
+    adversarial = resolve_model(config, "cifar10", "pgd7-eps8-step2_k80000")
+    precision: dict[str, Any] = {"skipped": "the time budget ran out"}
+    if fits(30):
+        precision = p = gpu_fast_paths.pgd_precision(adversarial, device, adversarial["train"]["batch_size"])
+        say(f"  PGD-{p['steps']} on the wide ResNet (batch {p['batch']}, training mode), fp32 vs bf16 autocast from the same start: "
+            f"x-ent reached {p['xent_fp32']:.4f} vs {p['xent_bf16']:.4f}; {100 * p['pixels_differ']:.1f}% of pixels differ; both within budget")
+    rows: dict[str, Any] = gpu_fast_paths.measure(config, device, args.quick, args.compile or not args.quick, fits, say)
+    rows["pgd_precision"] = precision
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny counts on the CPU: checks the script runs, figures mean nothing")
@@ -197,6 +226,8 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--synthetic", action="store_true", help="train on synthetic 28x28 data even when Fashion-MNIST is installed (--quick does)")
     parser.add_argument("--real-data", action="store_true", help="with --quick: train on Fashion-MNIST when installed")
+    parser.add_argument("--compile", action="store_true", help="with --quick: also time the torch.compile fast paths (tens of seconds each on a CPU)")
+    parser.add_argument("--fast-paths-only", action="store_true", help="run part 1 (the peak) and part 7 (the fast paths) only")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--barrier", default=None, help=argparse.SUPPRESS)
@@ -209,6 +240,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     started = time.perf_counter()
+    deadline = started + float(os.environ.get("GPU_CHECK_TIMEOUT", 480)) - TIMEOUT_MARGIN_S
     device = pick_device(args.device)
     gpu = device.type == "cuda"
     args.warmup = args.warmup or (1 if args.quick else 5)
@@ -226,12 +258,24 @@ def main() -> None:
             "fp32": matmul_peak(device, torch.float32, n=n, repeats=2 if args.quick else 5), "n": n}
     report["peak_flops"] = peak
     say(f"1. matmul peak ({n}x{n}): bf16 {peak['bf16'] / 1e12:.2f} TFLOP/s, fp32 {peak['fp32'] / 1e12:.2f} TFLOP/s")
+    write_report(report, out)
+    if not args.fast_paths_only:
+        other_parts(args, config, device, peak, train_steps, real_steps, report, out)
+    report["fast_paths"] = fast_paths(args, config, device, deadline)
+    report["wall_s"] = time.perf_counter() - started
+    write_report(report, out)
+    say(f"gpu_check done in {report['wall_s']:.0f} s; wrote {out / 'gpu_check.json'}")
 
+
+def other_parts(args: argparse.Namespace, config: dict[str, Any], device: torch.device, peak: dict[str, Any], train_steps: int,
+                real_steps: int, report: dict[str, Any], out: Path) -> None:
+    """Parts 2-6: sharing, the wide ResNet's step, PGD throughput, real training, the projections."""
     cnn = resolve_model(config, "mnist", "natural_k100000")
     cnn_flops = step_flops(cnn, device)
     say(f"2. MNIST CNN training step (batch {cnn['train']['batch_size']}, {cnn_flops / 1e9:.3f} GFLOP/step), processes sharing {device}:")
     with tempfile.TemporaryDirectory() as locks:
         report["mnist_cnn_sharing"] = sharing(args, SHARING_QUICK if args.quick else SHARING, cnn_flops, peak["bf16"], Path(locks))
+    write_report(report, out)
 
     wrn = resolve_model(config, "cifar10", "natural_k80000")
     wrn_flops = step_flops(wrn, device)
@@ -242,6 +286,7 @@ def main() -> None:
     w = report["wide_resnet"]
     say(f"3. wide ResNet training step (batch {w['batch']}, bf16 {w['amp']}, channels_last {w['channels_last']}): "
         f"{w['step_ms']:.1f} ms, {w['gflop_per_step']:.1f} GFLOP/step, {w['pct_bf16_peak']:.1f}% of bf16 peak")
+    write_report(report, out)
 
     report["pgd"] = [
         pgd_throughput(cnn, config["studies"]["mnist"]["attack"], device, 2 if args.quick else 40, config["studies"]["mnist"]["attack"]["batch_size"]),
@@ -250,6 +295,7 @@ def main() -> None:
     for row in report["pgd"]:
         say(f"4. PGD-{row['steps']} on {row['architecture']} (batch {row['batch']}): {row['images_per_s']:.0f} images/s, "
             f"{row['gradient_steps_per_s']:.0f} image-gradient steps/s")
+    write_report(report, out)
 
     with tempfile.TemporaryDirectory() as work:
         say(f"5. real training, {real_steps} steps of Madry's CNN at 28x28:")
@@ -257,6 +303,7 @@ def main() -> None:
         report["real_training"] = r = real_training(device, real_steps, Path(work), synthetic)
     say(f"   {r['steps']} steps in {r['train_s']:.1f} s ({r['ms_per_step_incl_eval']:.2f} ms/step incl. the final accuracy pass): "
         f"train {r['train_accuracy']:.1f}%, test {r['test_accuracy']:.1f}% on {r['data']}")
+    write_report(report, out)
 
     report["projection"] = {}
     for name in ("mnist", "cifar10"):
@@ -268,9 +315,7 @@ def main() -> None:
         report["projection"][name] = {"line": line, "total_device_hours": rows[-1]["device_hours"],
                                       "timings": projection.timings_dict(timings), "csv": str(out / f"projection-{name}.csv")}
         say(f"6. {line}")
-    report["wall_s"] = time.perf_counter() - started
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    say(f"gpu_check done in {report['wall_s']:.0f} s; wrote {out / 'gpu_check.json'}")
+        write_report(report, out)
 
 
 if __name__ == "__main__":

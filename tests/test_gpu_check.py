@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from smoothsqueeze.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Only stops a hung run; no speed requirement (a loaded 2-core machine is slow).
@@ -27,7 +31,7 @@ def test_gpu_check_quick_writes_the_whole_report(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=HANG_GUARD_S + 60, check=False)
     assert proc.returncode == 0, f"gpu_check.sh --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     for part in ("1. matmul peak", "2. MNIST CNN", "3. wide ResNet", "4. PGD-", "5. real training", "6. projection mnist",
-                 "6. projection cifar10", "figures mean nothing"):
+                 "6. projection cifar10", "7. fast paths, off by default", "figures mean nothing"):
         assert part in proc.stdout, f"no {part!r} in the output:\n{proc.stdout[-3000:]}"
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["quick"] is True and report["machine"]["device"] == "cpu"
@@ -61,4 +65,44 @@ def test_gpu_check_quick_writes_the_whole_report(tmp_path: Path) -> None:
         assert rows[-1]["model"] == "TOTAL"
         assert float(rows[-1]["device_hours"]) == pytest.approx(part["total_device_hours"], rel=1e-2, abs=1e-4)
         assert Path(part["csv"]).with_suffix(".txt").read_text().strip() == part["line"]
+    check_fast_paths(report["fast_paths"])
     assert report["wall_s"] > 0
+
+
+def check_fast_paths(fast: dict) -> None:
+    """Part 7 in --quick: every eager variant and adversarial_amp timed against the first of its group,
+    the compiled variants listed as skipped (compiling on a CPU takes tens of seconds each)."""
+    expected = {"mnist_cnn": ["eager", "eager+fused", "compile", "compile:reduce-overhead", "compile:reduce-overhead+loss+fused"],
+                "wide_resnet": ["eager", "compile"], "pgd7_wide_resnet": ["fp32 PGD", "adversarial_amp"]}
+    for group, names in expected.items():
+        rows = fast[group]
+        assert [row["variant"] for row in rows] == names
+        for row in rows:
+            if "compile" in row["train"]:
+                assert row["skipped"] == "compile skipped (--quick without --compile)" and "step_ms" not in row, row
+                continue
+            assert "skipped" not in row and row["fell_back"] is None, row
+            assert row["step_ms"] > 0 and row["total_s"] > 0 and row["speedup_vs_first"] > 0, row
+            assert row["max_weight_diff_vs_first"] >= 0 and math.isfinite(row["final_loss"]), row
+        assert rows[0]["speedup_vs_first"] == 1.0 and rows[0]["max_weight_diff_vs_first"] == 0.0
+    assert fast["pgd7_wide_resnet"][1]["train"] == {"adversarial_amp": True}
+    assert fast["pgd7_wide_resnet"][1]["max_weight_diff_vs_first"] > 0  # bf16 PGD crafted other examples
+    precision = fast["pgd_precision"]
+    assert precision["steps"] == 7 and precision["bf16_dtype"] == "torch.float32"
+    assert 0 < precision["pixels_differ"] <= 1 and precision["xent_fp32"] > 0 and precision["xent_bf16"] > 0
+
+
+def test_fast_paths_skip_what_the_time_budget_cannot_hold() -> None:
+    """Out of time, every variant says it was skipped and why, instead of being killed at the limit."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_fast_paths
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    config = load_config(ROOT / "config.yaml")
+    asked: list[float] = []
+    rows = gpu_fast_paths.measure(config, torch.device("cpu"), True, True, lambda seconds: bool(asked.append(seconds)), lambda _: None)
+    assert sum(len(group) for group in rows.values()) == len(gpu_fast_paths.VARIANTS) == len(asked)
+    for group in rows.values():
+        for row in group:
+            assert row["skipped"].startswith("skipped: the time budget leaves less than") and "step_ms" not in row
