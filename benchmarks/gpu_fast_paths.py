@@ -166,12 +166,12 @@ def pgd_precision(settings: dict[str, Any], device: torch.device, batch: int) ->
     gen = torch.Generator(device=device)
     x = torch.rand((batch, *shape), generator=gen.manual_seed(1), device=device).contiguous(memory_format=memory_format)
     y = torch.arange(batch, device=device) % 10
-    out: dict[str, Any] = {"batch": batch, "steps": adv["steps"], "eps": adv["eps"]}
+    out: dict[str, Any] = {"batch": batch, "steps": adv["steps"], "eps01": adv["eps01"]}
     found = {}
     for name, amp in (("fp32", False), ("bf16", True)):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            x_adv = pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], "xent", True, generator=gen.manual_seed(2))
-        check_budget(x, x_adv, adv["eps"])
+            x_adv = pgd(model, x, y, adv["eps01"], adv["step_size01"], adv["steps"], "xent", True, generator=gen.manual_seed(2))
+        check_budget(x, x_adv, adv["eps01"])
         with torch.no_grad():
             out[f"xent_{name}"] = attack_loss(model(x_adv), y, "xent").mean().item()
         found[name] = x_adv
