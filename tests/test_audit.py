@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -19,6 +20,7 @@ from smoothsqueeze.cli import main as cli_main
 from smoothsqueeze import audit_flags as af
 from smoothsqueeze.data import Dataset
 from smoothsqueeze.errors import PipelineError
+from smoothsqueeze.evidence.per_image import encode_results, record_masks
 from smoothsqueeze.train import train_model
 
 #: Budgets small enough for tests; every attack of the audit still runs.
@@ -81,7 +83,7 @@ def test_natural_model_is_not_flagged_and_breaks_at_large_eps(natural: nn.Module
     assert acc["strongest"] <= min(acc[k] for k in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd_xent", "pgd_cw"))
     raised = {name: flag["evidence"] for name, flag in result["flags"].items() if flag["raised"]}
     assert not raised
-    assert result["masking_suspected"] is False
+    assert result["masking_suspected"] in ("no", "within noise")
     assert result["restart_curves"]["pgd_xent"] == sorted(result["restart_curves"]["pgd_xent"], reverse=True)
 
 
@@ -92,7 +94,7 @@ def test_model_that_masks_gradients_is_flagged(natural: nn.Module, digits: Datas
     flags = result["flags"]
     assert flags["square_beats_gradients"]["raised"], flags["square_beats_gradients"]["evidence"]
     assert acc["square"] < acc["apgd_ce"] - 30
-    assert result["masking_suspected"] is True
+    assert result["masking_suspected"] == "yes"
     # AutoAttack's own check sees the zero gradients of the rounding.
     assert any("zero gradient" in message for message in result["autoattack_warnings"])
 
@@ -100,100 +102,148 @@ def test_model_that_masks_gradients_is_flagged(natural: nn.Module, digits: Datas
 def test_claimed_robustness_from_the_record_is_checked(natural: nn.Module, digits: Dataset) -> None:
     """A record that claims far more robustness than the audit finds raises (f); a transfer
     attack that beats the white-box ones raises (a)."""
+    # 100 attacked images (a record attacks at least the audited 80): what the record claims, image by image.
+    planted = {"test": mask(100, 97), "whitebox_pgd40_xent": mask(100, 60), "whitebox_pgd40_cw": mask(100, 55, offset=5),
+               "blackbox_pgd40_cw": mask(100, 20, offset=70)}
     record = {
-        "n_test": N_IMAGES,
-        "accuracy": {"test": 97.0, "whitebox_pgd40_xent": 60.0, "whitebox_pgd40_cw": 55.0, "blackbox_pgd40_cw": 20.0},
+        "n_test": 100,
+        "accuracy": {key: 100.0 * m.mean() for key, m in planted.items()},
         "attacks": {"whitebox": {"pgd40_xent": {"method": "pgd", "loss": "xent"}, "pgd40_cw": {"method": "pgd", "loss": "cw"}}},
+        "per_image": encode_results(range(100), planted),
     }
     result = _audit(natural, digits, record)
-    assert result["claimed"]["pgd_xent"] == 60.0 and result["claimed"]["pgd_cw"] == 55.0
-    assert result["flags"]["claimed_overstated"]["raised"]
-    assert result["flags"]["blackbox_beats_whitebox"]["raised"]
-    assert result["accuracy"]["strongest_with_record_aggregate"] == result["accuracy"]["strongest"]
+    # the claim is measured on the audited images: the first 80 of the record's 100
+    assert result["claimed"]["n"] == N_IMAGES and result["claimed"]["n_record"] == 100
+    assert result["claimed"]["pgd_xent"] == pytest.approx(100 * 60 / 80) and result["claimed"]["pgd_cw"] == pytest.approx(100 * 55 / 80)
+    assert result["claimed"]["blackbox"]["pgd40_cw"] == pytest.approx(100 * 10 / 80)
+    assert result["flags"]["claimed_overstated"]["verdict"] == "raised"
+    assert result["flags"]["blackbox_beats_whitebox"]["verdict"] == "raised"
+    # the strongest attack is per image over the audit's attacks and the record's, on the same images
+    _idx, masks = record_masks(result, "audit")
+    assert not (masks["strongest"] & ~masks["strongest_audit"]).any()
+    assert not (masks["strongest"] & ~planted["whitebox_pgd40_cw"][:N_IMAGES]).any()
+    assert not (masks["strongest"] & ~planted["blackbox_pgd40_cw"][:N_IMAGES]).any()
+    assert result["accuracy"]["strongest"] == pytest.approx(100 * masks["strongest"].mean())
+    pair = result["comparisons"]["claim_vs_strongest"]
+    assert pair["claim"] == "record pgd_cw" and pair["only_b"] == 0
+    assert pair["diff_pp"] == pytest.approx(result["claimed"]["pgd_cw"] - result["accuracy"]["strongest"])
+
+
+def test_a_record_that_attacked_fewer_images_than_the_audit_is_refused(natural: nn.Module, digits: Dataset) -> None:
+    few = {"test": mask(10, 9)}
+    record = {"model_id": "m", "n_test": 10, "accuracy": {"test": 90.0}, "per_image": encode_results(range(10), few)}
+    with pytest.raises(PipelineError, match="attacked 10 images, the audit 80"):
+        _audit(natural, digits, record)
 
 
 # ------------------------------------------------------------------ checks on numbers
 
 
-def test_noise_allows_for_sample_size() -> None:
-    assert af.noise_pp(50, 50, 100) > af.noise_pp(50, 50, 10000)
-    assert af.noise_pp(0, 0, 200) == pytest.approx(0.5)  # one example's worth
+def mask(n: int, right: int, offset: int = 0) -> np.ndarray:
+    """n images, `right` of them correct (images offset .. offset + right - 1)."""
+    out = np.zeros(n, dtype=bool)
+    out[offset : offset + right] = True
+    return out
 
 
-def test_blackbox_flag() -> None:
-    assert af.blackbox_beats_whitebox({"pgd": 40.0}, {"fgsm": 10.0}, 1000).raised
-    assert not af.blackbox_beats_whitebox({"pgd": 40.0}, {"fgsm": 39.0}, 1000).raised
-    assert not af.blackbox_beats_whitebox({"pgd": 40.0}, {}, 1000).raised
+def test_blackbox_flag_three_ways() -> None:
+    n = 1000
+    assert af.blackbox_beats_whitebox({"pgd": mask(n, 400)}, {"fgsm": mask(n, 100)}).verdict == "raised"
+    # same images right: not raised (the interval of a zero difference reaches only the noise on 0 discordant images)
+    assert af.blackbox_beats_whitebox({"pgd": mask(n, 400)}, {"fgsm": mask(n, 400)}).verdict == "not raised"
+    # 3 images apart: within noise
+    assert af.blackbox_beats_whitebox({"pgd": mask(n, 400)}, {"fgsm": mask(n, 397)}).verdict == "within noise"
+    assert af.blackbox_beats_whitebox({"pgd": mask(n, 400)}, {}).verdict == "not checked"
 
 
 def test_square_flag() -> None:
-    flag = af.square_beats_gradients(5.0, {"apgd_ce": 60.0, "pgd_cw": 55.0}, 500, only_square=250)
-    assert flag.raised and "pgd_cw 55.0%" in flag.evidence
-    assert not af.square_beats_gradients(54.0, {"apgd_ce": 60.0, "pgd_cw": 55.0}, 500).raised
+    n = 500
+    flag = af.square_beats_gradients(mask(n, 25), {"apgd_ce": mask(n, 300), "pgd_cw": mask(n, 275)})
+    assert flag.raised and "pgd_cw 55.0%" in flag.evidence and "250 images fall to Square alone" in flag.evidence
+    assert af.square_beats_gradients(mask(n, 275), {"apgd_ce": mask(n, 300), "pgd_cw": mask(n, 275)}).verdict == "not raised"
 
 
 def test_large_eps_flag() -> None:
-    assert af.large_eps_not_broken(40.0, 0.5, 5.0).raised
-    assert not af.large_eps_not_broken(0.0, 0.5, 5.0).raised
+    assert af.large_eps_not_broken(mask(200, 80), 0.5, 5.0).raised
+    assert af.large_eps_not_broken(mask(200, 0), 0.5, 5.0).verdict == "not raised"  # Wilson upper bound 1.9% <= 5%
+    assert af.large_eps_not_broken(mask(200, 8), 0.5, 5.0).verdict == "not raised"  # 4%: not above 5%
+    assert af.large_eps_not_broken(mask(200, 12), 0.5, 5.0).verdict == "within noise"  # 6% [3.5, 10.2]: above, not beyond noise
 
 
 def test_more_steps_flag() -> None:
-    assert af.more_steps_weaker({10: 20.0, 40: 45.0}, {}, 1000).raised
-    assert af.more_steps_weaker({10: 20.0}, {"pgd_xent": (100, 10, 40.0)}, 1000).raised
-    assert not af.more_steps_weaker({10: 30.0, 40: 25.0, 100: 24.0}, {"pgd_xent": (100, 10, 23.0)}, 1000).raised
+    n = 1000
+    assert af.more_steps_weaker({10: mask(n, 200), 40: mask(n, 450)}, {}).raised
+    assert af.more_steps_weaker({10: mask(n, 200)}, {"pgd_xent": (100, 10, mask(n, 400))}).raised
+    assert af.more_steps_weaker({10: mask(n, 300), 40: mask(n, 250), 100: mask(n, 240)}, {"pgd_xent": (100, 10, mask(n, 230))}).verdict == "not raised"
+    # one more image right with more steps: within noise, not a verdict
+    assert af.more_steps_weaker({10: mask(n, 300), 40: mask(n, 301)}, {}).verdict == "within noise"
 
 
-def test_xent_gap_and_overstated_flags() -> None:
-    assert af.xent_gap({"apgd_ce": 40.0}, {"apgd_t": 10.0}, 1000, gap_pp=10).raised
-    assert not af.xent_gap({"apgd_ce": 15.0}, {"apgd_t": 10.0}, 1000, gap_pp=10).raised
-    assert af.claimed_overstated({"pgd": 40.0}, 11.0, 1000, 10, 0.5).raised
-    assert not af.claimed_overstated({"pgd": 3.0}, 0.3, 1000, 10, 0.5).raised  # 90% of the claim, but 2.7 pp
+def test_xent_gap_flag() -> None:
+    n = 1000
+    assert af.xent_gap({"apgd_ce": mask(n, 400)}, {"apgd_t": mask(n, 100)}, gap_pp=10).raised
+    assert af.xent_gap({"apgd_ce": mask(n, 150)}, {"apgd_t": mask(n, 100)}, gap_pp=10).verdict == "not raised"
 
 
-#: n so large that sampling noise (< 0.2 pp) never decides: each case below isolates one threshold.
-BIG_N = 10**6
+#: n large enough that the intervals (< 0.5 pp) never decide: each case below isolates one threshold.
+BIG_N = 100_000
 
 
 @pytest.mark.parametrize(
-    ("claim", "strongest", "raised"),
+    ("claim", "strongest", "verdict"),
     [
         # "at least half the claim" (min_fraction 0.5), every drop far above the 10 pp minimum
-        (80.0, 30.0, True),   # drop 50 = 62% of the claim
-        (80.0, 40.0, True),   # drop 40 = exactly 50%: the rule is ">=", so raised
-        (80.0, 40.5, False),  # drop 39.5 = 49%: 29 pp above the minimum, but less than half the claim
-        (60.0, 50.0, False),  # drop 10 (17% of the claim) - fails both rules
-        (80.0, 60.0, False),  # drop 20 = 25%: twice the pp minimum, half the fraction
+        (80.0, 30.0, "raised"),   # drop 50 = 62% of the claim
+        (80.0, 40.0, "not raised"),  # drop 40 = exactly half: not above the threshold
+        (80.0, 39.9, "within noise"),  # drop 40.1: above half, but the threshold lies inside its interval
+        (80.0, 42.0, "not raised"),  # drop 38 = 47%: 28 pp above the minimum, but less than half the claim
+        (60.0, 50.0, "not raised"),  # drop 10 (17% of the claim) - fails both rules
+        (80.0, 60.0, "not raised"),  # drop 20 = 25%: twice the pp minimum, half the fraction
         # "at least 10 points" (min_pp 10), every drop at least half the claim
-        (15.0, 4.0, True),    # drop 11 = 73%
-        (15.0, 5.0, False),   # drop exactly 10 pp: the rule is ">", so not raised
-        (15.0, 5.5, False),   # drop 9.5 pp = 63% of the claim
-        (12.0, 4.0, False),   # drop 8 pp = 67% of the claim
+        (15.0, 4.0, "raised"),    # drop 11 = 73%
+        (15.0, 5.0, "not raised"),  # drop exactly 10 pp: not above the minimum
+        (15.0, 4.9, "within noise"),  # drop 10.1 pp: above, inside the interval
+        (15.0, 5.5, "not raised"),   # drop 9.5 pp = 63% of the claim
+        (12.0, 4.0, "not raised"),   # drop 8 pp = 67% of the claim
     ],
 )
-def test_claimed_overstated_thresholds(claim: float, strongest: float, raised: bool) -> None:
-    flag = af.claimed_overstated({"pgd": claim}, strongest, BIG_N, 10, 0.5)
-    assert flag.raised is raised, flag.evidence
-    assert ("- overstated" if raised else "not overstated") in flag.evidence
+def test_claimed_overstated_thresholds(claim: float, strongest: float, verdict: str) -> None:
+    """The strongest attack is at most the claim image by image (it includes the claim's attack)."""
+    c, s = mask(BIG_N, int(claim * BIG_N / 100)), mask(BIG_N, int(strongest * BIG_N / 100))
+    flag = af.claimed_overstated({"pgd": c}, s, 10, 0.5)
+    assert flag.verdict == verdict, flag.evidence
+    assert flag.evidence.endswith(verdict)
 
 
-def test_claimed_overstated_uses_its_parameters_the_noise_and_the_lowest_claim() -> None:
-    # min_pp and min_fraction are the caller's, not constants
-    assert af.claimed_overstated({"pgd": 12.0}, 5.0, BIG_N, 5, 0.5).raised  # 7 pp > 5, 58% >= 50%
-    assert not af.claimed_overstated({"pgd": 12.0}, 5.0, BIG_N, 10, 0.5).raised  # 7 pp < 10
-    assert af.claimed_overstated({"pgd": 80.0}, 60.0, BIG_N, 10, 0.25).raised  # 25% >= 25%
-    assert not af.claimed_overstated({"pgd": 80.0}, 60.0, BIG_N, 10, 0.3).raised  # 25% < 30%
-    # sampling noise raises the bar above min_pp: 20 pp at 50% vs 30% is beyond noise on 100 examples
-    # (2 standard errors = 13.9 pp) but not on 30 (25.3 pp)
-    assert af.noise_pp(50.0, 30.0, 100) == pytest.approx(13.86, abs=0.01)
-    assert af.claimed_overstated({"pgd": 50.0}, 30.0, 100, 10, 0.3).raised
-    assert not af.claimed_overstated({"pgd": 50.0}, 30.0, 30, 10, 0.3).raised
+def test_claimed_overstated_on_both_sides_of_the_threshold_at_a_small_n() -> None:
+    """A planted claim of 40% on 200 images against the strongest attack: far below, near, and at the threshold."""
+    claim = mask(200, 80)
+    assert af.claimed_overstated({"pgd": claim}, mask(200, 20), 10, 0.5).verdict == "raised"  # 10%: drop 30 [21.2, 36.7]
+    assert af.claimed_overstated({"pgd": claim}, mask(200, 76), 10, 0.5).verdict == "not raised"  # 38%: drop 2 [0, 5]
+    assert af.claimed_overstated({"pgd": claim}, mask(200, 38), 10, 0.5).verdict == "within noise"  # 19%: drop 21 vs 20 = half the claim
+
+
+def test_claimed_overstated_uses_its_parameters_and_the_lowest_claim() -> None:
+    c12, s5 = mask(BIG_N, 12_000), mask(BIG_N, 5_000)
+    assert af.claimed_overstated({"pgd": c12}, s5, 5, 0.5).raised  # 7 pp > 5, 58% >= 50%
+    assert not af.claimed_overstated({"pgd": c12}, s5, 10, 0.5).raised  # 7 pp < 10
+    c80, s60 = mask(BIG_N, 80_000), mask(BIG_N, 60_000)
+    assert af.claimed_overstated({"pgd": c80}, s60, 10, 0.2).raised  # 25% > 20%
+    assert not af.claimed_overstated({"pgd": c80}, s60, 10, 0.3).raised  # 25% < 30%
     # the lowest claim is the one compared: 16 vs 30 is a 14 pp drop but 47% of it (not raised);
     # against the higher claim of 90 it would be 82%
-    assert not af.claimed_overstated({"pgd_xent": 90.0, "pgd_cw": 30.0}, 16.0, BIG_N, 10, 0.5).raised
-    assert af.claimed_overstated({"pgd_xent": 90.0, "pgd_cw": 30.0}, 14.0, BIG_N, 10, 0.5).raised
-    # nothing claimed: not checked
-    flag = af.claimed_overstated({}, 0.0, BIG_N, 10, 0.5)
-    assert not flag.raised and flag.evidence.startswith("not checked")
+    lower, higher = mask(BIG_N, 30_000), mask(BIG_N, 90_000)
+    assert af.claimed_overstated({"pgd_xent": higher, "pgd_cw": lower}, mask(BIG_N, 16_000), 10, 0.5).verdict == "not raised"
+    assert af.claimed_overstated({"pgd_xent": higher, "pgd_cw": lower}, mask(BIG_N, 14_000), 10, 0.5).raised
+    flag = af.claimed_overstated({}, mask(BIG_N, 0), 10, 0.5)
+    assert flag.verdict == "not checked" and flag.evidence.startswith("not checked")
+
+
+def test_masking_suspected_three_ways() -> None:
+    up, down, noise = af.Flag("raised", ""), af.Flag("not raised", ""), af.Flag("within noise", "")
+    assert af.masking_suspected({"a": down, "b": up}) == "yes"
+    assert af.masking_suspected({"a": down, "b": noise}) == "within noise"
+    assert af.masking_suspected({"a": down, "b": af.Flag("not checked", "")}) == "no"
 
 
 # ------------------------------------------------------------------ settings
@@ -255,7 +305,21 @@ def test_snakemake_audits_every_model_of_the_tiny_study(tiny_copy: Path, tmp_pat
         assert set(rec["flags"]) == set(af.FLAG_NAMES)
         assert float(rows[model]["claimed_pgd_xent"]) == pytest.approx(claimed["whitebox_pgd5_xent"], abs=0.006)
         assert float(rows[model]["strongest"]) <= float(rows[model]["autoattack"]) + 1e-9
-        assert rows[model]["masking_suspected"] in ("yes", "no")
+        assert rows[model]["masking_suspected"] in ("yes", "no", "within noise")
+        assert all(rec["flags"][name]["verdict"] in ("raised", "not raised", "within noise", "not checked") for name in af.FLAG_NAMES)
+        # per-image results agree with the accuracies, and the strongest attack is at most every claim, image by image
+        record = json.loads((tiny_copy / f"results/tiny/records/{model}.json").read_text())
+        idx, rmasks = record_masks(record)
+        assert list(idx) == list(range(record["n_test"]))
+        assert set(rmasks) == set(claimed) - {"train"}
+        for key, m in rmasks.items():
+            assert 100 * m.mean() == pytest.approx(claimed[key])
+        aidx, amasks = record_masks(rec, "audit")
+        assert list(aidx) == list(range(rec["n"]))
+        for key, m in amasks.items():
+            assert 100 * m.mean() == pytest.approx(rec["accuracy"][key]), key
+        for key, m in rmasks.items():
+            assert not (amasks["strongest"] & ~m[: rec["n"]]).any(), key
     tex = (tiny_copy / "reports/tiny/tables/audit.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and "AutoAttack" in tex
     assert (tiny_copy / "results/tiny/logs/audit").is_dir()

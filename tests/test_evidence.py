@@ -65,6 +65,16 @@ def test_decide_three_ways_and_across_seeds() -> None:
     assert iv.across_seeds([]) == iv.NOT_CHECKED
 
 
+def test_flag_is_one_sided() -> None:
+    assert iv.flag(15.0, 12.0, 20.0, 10.0) == iv.RAISED
+    assert iv.flag(11.0, 8.0, 14.0, 10.0) == iv.WITHIN_NOISE  # above the threshold, not beyond noise
+    assert iv.flag(9.0, 6.0, 12.0, 10.0) == iv.NOT_RAISED  # the estimate is not above it
+    same = iv.paired(np.ones(50, bool), np.ones(50, bool))
+    assert iv.flag(same.diff_pp, same.lo_pp, same.hi_pp, 0.0) == iv.NOT_RAISED  # identical results: nothing to flag
+    assert iv.decide(same.lo_pp, same.hi_pp, 0.0) == iv.WITHIN_NOISE  # two-sided: cannot tell
+    assert iv.flag(math.nan, 0.0, 1.0, 0.0) == iv.NOT_CHECKED
+
+
 def test_a_planted_drop_on_both_sides_of_a_threshold() -> None:
     """A claim against the strongest attack on the same 200 images, threshold 10 points."""
     claim = np.zeros(200, dtype=bool)

@@ -144,7 +144,7 @@ def test_legacy_names_are_upgraded_to_the_names_that_say_their_unit(plan: Plan) 
 def test_audit_and_analysis_blocks_get_their_schema_defaults(config: dict, plan: Plan) -> None:
     digits = config["studies"]["digits"]
     assert digits["analysis"]["batch_size"] == study.ANALYSIS_BATCH_SIZE
-    assert set(digits["audit"]) >= {"autoattack", "pgd", "sweep_steps", "large_eps", "noise_z"}
+    assert set(digits["audit"]) >= {"autoattack", "pgd", "sweep_steps", "large_eps", "level"}
     spec = plan.audit_spec("digits", plan.model_ids("digits")[0])
     assert spec["settings"]["seed"] == digits["seed"] and spec["settings"]["batch_size"] == digits["attack"]["batch_size"]
 

@@ -132,6 +132,7 @@ class RestartResult:
     x_adv: torch.Tensor  # per example the first point that fooled it, else the last restart's point
     robust: torch.Tensor  # bool: candidate examples no restart fooled
     curve: list[float] = field(default_factory=list)  # accuracy (%) over all examples after each restart
+    first: torch.Tensor | None = None  # bool: candidate examples the first restart did not fool
 
 
 def pgd_restarts(
@@ -159,6 +160,7 @@ def pgd_restarts(
     x_adv = x.clone()
     robust = candidates.clone() if candidates is not None else torch.ones(len(x), dtype=torch.bool, device=x.device)
     curve = []
+    first = None
     for _ in range(max(1, restarts)):
         idx = robust.nonzero().squeeze(1)
         for start in range(0, len(idx), batch_size):
@@ -168,7 +170,9 @@ def pgd_restarts(
             x_adv[sel] = found
             robust[sel] = correct(model, found, labels[sel], batch_size)
         curve.append(100.0 * robust.float().mean().item())
-    return RestartResult(x_adv, robust, curve)
+        if first is None:
+            first = robust.clone()
+    return RestartResult(x_adv, robust, curve, first)
 
 
 def budget_excess(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:

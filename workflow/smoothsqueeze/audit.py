@@ -20,10 +20,14 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+import numpy as np
+
 from . import audit_flags as af
 from .artifacts import read_json, sha256_file, write_json
-from .attacks import check_budget, pgd_restarts
-from .attacks import correct
+from .attacks import check_budget, correct, pgd_restarts
+from .errors import PipelineError
+from .evidence import intervals as iv
+from .evidence.per_image import encode_results, record_masks, restrict
 
 
 from .audit_settings import AA_ATTACKS, AA_KEYS, DEFAULTS, SETTINGS_SCHEMA, resolve_settings  # noqa: E402,F401 - re-exported
@@ -94,14 +98,15 @@ def run_autoattack(
 def _pgd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, restarts: int, loss: str,
     step_factor: float, batch_size: int, generator: torch.Generator,
-) -> tuple[torch.Tensor, list[float]]:
+) -> tuple[torch.Tensor, list[float], torch.Tensor]:
     """Survivor-only PGD (attacks.pgd_restarts) on the clean-correct examples, step size step_factor
-    * eps / steps (Madry et al.'s 2.5 eps / steps): the robust mask and the accuracy (%) after each restart."""
+    * eps / steps (Madry et al.'s 2.5 eps / steps): the robust mask, the accuracy (%) after each
+    restart, and the robust mask after the first restart alone."""
     found = pgd_restarts(
         model, x, y, eps, step_factor * eps / steps, steps, loss, restarts,  # type: ignore[arg-type]
         generator=generator, batch_size=batch_size, candidates=correct(model, x, y, batch_size),
     )
-    return found.robust, found.curve
+    return found.robust, found.curve, found.first
 
 
 def _pct(mask: torch.Tensor) -> float:
@@ -136,21 +141,24 @@ def audit_model(
     seconds.update(aa_seconds)
     pg = settings["pgd"]
     curves: dict[str, list[float]] = {}
-    strong: dict[str, tuple[int, int, float]] = {}
+    firsts: dict[str, torch.Tensor] = {}
+    strong: list[str] = []
     for loss in pg["losses"]:
         key = f"pgd_{loss}"
-        masks[key], curves[key] = _timed(
+        masks[key], curves[key], firsts[key] = _timed(
             seconds, key, lambda: _pgd(model, x, y, eps, pg["steps"], pg["restarts"], loss, pg["step_factor"], bs, generator)
         )
-        strong[key] = (pg["steps"], pg["restarts"], _pct(masks[key]))
+        strong.append(key)
     sweep: dict[int, float] = {}
+    sweep_keys: dict[int, str] = {}
     for steps in sorted(settings["sweep_steps"]):
-        if steps == pg["steps"] and "pgd_xent" in curves:
-            sweep[steps] = curves["pgd_xent"][0]  # the first restart of pgd_xent is this run
-            continue
         key = f"sweep_pgd{steps}_xent"
-        masks[key], _ = _timed(seconds, key, lambda: _pgd(model, x, y, eps, steps, 1, "xent", pg["step_factor"], bs, generator))
-        sweep[steps] = _pct(masks[key])
+        if steps == pg["steps"] and "pgd_xent" in firsts:
+            masks[key] = firsts["pgd_xent"]  # the first restart of pgd_xent is this run
+            seconds[key] = 0.0
+        else:
+            masks[key], _, _ = _timed(seconds, key, lambda: _pgd(model, x, y, eps, steps, 1, "xent", pg["step_factor"], bs, generator))
+        sweep[steps], sweep_keys[steps] = _pct(masks[key]), key
     for key, value in masks.items():
         log(f"{key}: {_pct(value):.2f}% ({seconds[key]:.1f} s)")
 
@@ -158,7 +166,7 @@ def audit_model(
     large: dict[str, float] = {}
     large_mask = clean.clone()
     for loss in ("xent", "cw"):
-        mask, _ = _timed(
+        mask, _, _ = _timed(
             seconds, f"large_eps_{loss}",
             lambda: _pgd(model, x, y, large_eps, settings["large_eps_steps"], 1, loss, pg["step_factor"], bs, generator),
         )
@@ -170,52 +178,61 @@ def audit_model(
     autoattack = clean.clone()
     for key in aa_keys:
         autoattack &= masks[key]
-    strongest = clean.clone()
+    strongest_audit = clean.clone()
     for mask in masks.values():
-        strongest &= mask
-    accuracy = {"clean": _pct(clean), **{k: _pct(v) for k, v in masks.items()}}
-    accuracy["autoattack"] = _pct(autoattack) if aa_keys else None
-    accuracy["strongest"] = _pct(strongest)
-    accuracy["large_eps"] = _pct(large_mask)
+        strongest_audit &= mask
+    np_masks = {"clean": clean.cpu().numpy(), **{k: v.cpu().numpy() for k, v in masks.items()}}
+    np_masks["large_eps"] = large_mask.cpu().numpy()
+    if aa_keys:
+        np_masks["autoattack"] = autoattack.cpu().numpy()
+    np_masks["strongest_audit"] = strongest_audit.cpu().numpy()
 
-    claimed = claimed_accuracies(record) if record is not None else {}
-    accuracy["strongest_with_record_aggregate"] = min([accuracy["strongest"], *claimed.get("all", {}).values()])
+    # The record's attacks on the audited images (a prefix of the record's): the claim, and the
+    # per-image strongest attack over the audit's attacks and the record's, on the same images.
+    claimed = claimed_results(record, n) if record is not None else None
+    strongest = np_masks["strongest_audit"].copy()
+    if claimed is not None:
+        for mask in (*claimed["whitebox"].values(), *claimed["blackbox"].values()):
+            strongest &= mask
+    np_masks["strongest"] = strongest
+    accuracy = {key: _pct_np(mask) for key, mask in np_masks.items()}
+    accuracy["autoattack"] = accuracy.get("autoattack") if aa_keys else None
 
-    gradient_keys = [k for k in ("apgd_ce", "apgd_t", "fab_t", "pgd_xent", "pgd_cw") if k in masks]
-    only_square = 0
-    if "square" in masks and gradient_keys:
-        grad_robust = clean.clone()
-        for key in gradient_keys:
-            grad_robust &= masks[key]
-        only_square = int((grad_robust & ~masks["square"]).sum().item())
-    z = settings["noise_z"]
+    level = settings["level"]
+    gradient = {k: np_masks[k] for k in ("apgd_ce", "apgd_t", "fab_t", "pgd_xent", "pgd_cw") if k in masks}
     ceiling = _class_ceiling(y) if large_eps >= 0.5 else None
+    paper_pgd = {} if claimed is None else {f"record {k}": claimed[k] for k in ("pgd_xent", "pgd_cw") if claimed.get(k) is not None}
     flags = {
-        "blackbox_beats_whitebox": af.blackbox_beats_whitebox(claimed.get("whitebox", {}), claimed.get("blackbox", {}), claimed.get("n", n), z)
-        if record is not None
-        else af.Flag(False, "not checked: no evaluation record"),
-        "square_beats_gradients": af.square_beats_gradients(
-            accuracy.get("square"), {k: accuracy[k] for k in gradient_keys}, n, z, only_square
+        "blackbox_beats_whitebox": af.blackbox_beats_whitebox(claimed["whitebox_all"], claimed["blackbox_all"], level)
+        if claimed is not None
+        else af.Flag(iv.NOT_CHECKED, "not checked: no evaluation record"),
+        "square_beats_gradients": af.square_beats_gradients(np_masks.get("square"), gradient, level),
+        "large_eps_not_broken": af.large_eps_not_broken(np_masks["large_eps"], large_eps, settings["large_eps_max_accuracy"], ceiling, level),
+        "more_steps_weaker": af.more_steps_weaker(
+            {steps: np_masks[key] for steps, key in sweep_keys.items()},
+            {key: (pg["steps"], pg["restarts"], np_masks[key]) for key in strong},
+            level,
         ),
-        "large_eps_not_broken": af.large_eps_not_broken(accuracy["large_eps"], large_eps, settings["large_eps_max_accuracy"], ceiling),
-        "more_steps_weaker": af.more_steps_weaker(sweep, strong, n, z),
         "xent_gap": af.xent_gap(
-            {k: accuracy[k] for k in ("apgd_ce", "pgd_xent") if k in masks},
-            {k: accuracy[k] for k in ("apgd_t", "pgd_cw") if k in masks},
-            n, settings["xent_gap_pp"], z,
+            {k: np_masks[k] for k in ("apgd_ce", "pgd_xent") if k in masks},
+            {k: np_masks[k] for k in ("apgd_t", "pgd_cw") if k in masks},
+            settings["xent_gap_pp"], level,
         ),
-        "claimed_overstated": af.claimed_overstated(
-            {f"record {k}": claimed[k] for k in ("pgd_xent", "pgd_cw") if claimed.get(k) is not None},
-            accuracy["strongest"], n, settings["overstated_pp"], settings["overstated_fraction"], z,
-        ),
+        "claimed_overstated": af.claimed_overstated(paper_pgd, strongest, settings["overstated_pp"], settings["overstated_fraction"], level),
     }
     for name, flag in flags.items():
-        log(f"flag {name}: {'RAISED' if flag.raised else 'ok'} - {flag.evidence}")
+        log(f"flag {name}: {flag.verdict.upper()} - {flag.evidence}")
+    comparisons = {}
+    if paper_pgd:
+        claim_name, claim_mask = min(paper_pgd.items(), key=lambda kv: _pct_np(kv[1]))
+        comparisons["claim_vs_strongest"] = {"claim": claim_name, **iv.paired(claim_mask, strongest, level).to_dict()}
     return {
         "n": n,
         "eps01": eps,
         "accuracy": accuracy,
-        "claimed": {k: v for k, v in claimed.items() if k != "all"},
+        "intervals": {key: list(iv.wilson(int(mask.sum()), len(mask), level)) for key, mask in np_masks.items()},
+        "claimed": {} if claimed is None else claimed_summary(claimed),
+        "comparisons": comparisons,
         "restart_curves": curves,
         "steps_sweep": [{"steps": k, "accuracy": v} for k, v in sorted(sweep.items())],
         "large_eps": {"eps01": large_eps, "steps": settings["large_eps_steps"], "accuracy": large, "worst": accuracy["large_eps"], "ceiling": ceiling},
@@ -223,7 +240,13 @@ def audit_model(
         "masking_suspected": af.masking_suspected(flags),
         "autoattack_warnings": aa_warnings,
         "seconds": seconds,
+        # Which audited images (the first n of the test set) each result got right: one bit per image.
+        "per_image": encode_results(np.arange(n), np_masks),
     }
+
+
+def _pct_np(mask: np.ndarray) -> float:
+    return 100.0 * float(np.mean(mask)) if len(mask) else float("nan")
 
 
 def _class_ceiling(y: torch.Tensor) -> float:
@@ -231,20 +254,41 @@ def _class_ceiling(y: torch.Tensor) -> float:
     return 100.0 * torch.bincount(y).max().item() / max(len(y), 1) if len(y) else float("nan")
 
 
-def claimed_accuracies(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The evaluation record's numbers: the paper's PGD attacks (x-ent, CW) and all white/black-box ones."""
-    acc = record.get("accuracy", {})
-    whitebox = {k[len("whitebox_") :]: v for k, v in acc.items() if k.startswith("whitebox_")}
-    blackbox = {k[len("blackbox_") :]: v for k, v in acc.items() if k.startswith("blackbox_")}
+def claimed_results(record: Mapping[str, Any], n: int) -> dict[str, Any]:
+    """The evaluation record's per-image results: on the first `n` test images (the audited ones)
+    `whitebox` and `blackbox` ({attack: mask}), `test`, and `pgd_xent` / `pgd_cw` (the paper's PGD
+    attack of that loss with the lowest accuracy there); on all its images `whitebox_all`, `blackbox_all`."""
+    indices, masks = record_masks(record)
+    if len(indices) < n:
+        raise PipelineError(f"the evaluation record of {record.get('model_id', '?')} attacked {len(indices)} images, the audit {n}: "
+                            "audit.n_examples must not exceed the evaluation's images")
+    on_audited = restrict(indices, masks, np.arange(n))
+    section = lambda prefix, ms: {k[len(prefix):]: v for k, v in ms.items() if k.startswith(prefix)}  # noqa: E731
     specs = record.get("attacks", {}).get("whitebox", {})
-    out: dict[str, Any] = {"whitebox": whitebox, "blackbox": blackbox, "n": record.get("n_test", 0), "test": acc.get("test")}
+    out: dict[str, Any] = {
+        "whitebox": section("whitebox_", on_audited), "blackbox": section("blackbox_", on_audited),
+        "whitebox_all": section("whitebox_", masks), "blackbox_all": section("blackbox_", masks),
+        "test": on_audited.get("test"), "n": n, "n_record": len(indices),
+        "training_collapsed": bool(record.get("training", {}).get("collapsed", False)),
+    }
     for loss in ("xent", "cw"):
-        names = [name for name, spec in specs.items() if spec.get("method") == "pgd" and spec.get("loss") == loss and name in whitebox]
-        out[f"pgd_{loss}"] = min((whitebox[name] for name in names), default=None)
-        out[f"pgd_{loss}_attacks"] = sorted(names)
-    out["training_collapsed"] = bool(record.get("training", {}).get("collapsed", False))
-    out["all"] = {**{f"whitebox_{k}": v for k, v in whitebox.items()}, **{f"blackbox_{k}": v for k, v in blackbox.items()}}
+        names = sorted(name for name, spec in specs.items() if spec.get("method") == "pgd" and spec.get("loss") == loss and name in out["whitebox"])
+        out[f"pgd_{loss}"] = min((out["whitebox"][name] for name in names), key=_pct_np, default=None)
+        out[f"pgd_{loss}_attacks"] = names
     return out
+
+
+def claimed_summary(claimed: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's numbers on the audited images, as the audit record keeps them (percentages)."""
+    pct = lambda m: None if m is None else _pct_np(m)  # noqa: E731
+    return {
+        "n": claimed["n"], "n_record": claimed["n_record"], "test": pct(claimed["test"]),
+        "pgd_xent": pct(claimed["pgd_xent"]), "pgd_cw": pct(claimed["pgd_cw"]),
+        "pgd_xent_attacks": claimed["pgd_xent_attacks"], "pgd_cw_attacks": claimed["pgd_cw_attacks"],
+        "whitebox": {k: _pct_np(v) for k, v in claimed["whitebox"].items()},
+        "blackbox": {k: _pct_np(v) for k, v in claimed["blackbox"].items()},
+        "training_collapsed": claimed["training_collapsed"],
+    }
 
 
 def run(

@@ -1,25 +1,33 @@
-"""Gradient-masking sanity checks on audit numbers (Carlini et al. 2019, "On Evaluating
+"""Gradient-masking sanity checks on per-image audit results (Carlini et al. 2019, "On Evaluating
 Adversarial Robustness", section 5; Croce & Hein 2020, AutoAttack).
 
-Each check returns a :class:`Flag`: `raised` and a one-line `evidence` string naming the
-numbers it compared. Accuracies are percentages; comparisons allow for sampling noise
-(:func:`noise_pp`), so a flag means a difference the audited sample size can resolve.
+Every check compares results on the SAME images, image by image (`evidence.intervals.paired`:
+McNemar's exact test on the discordant images, and an interval of the difference), and returns a
+:class:`Flag` whose `verdict` is one of three (`evidence.intervals.flag`): "raised" (the difference
+is beyond its threshold and beyond its noise floor: the whole interval lies above it), "within
+noise" (the estimate is beyond the threshold, its interval is not) or "not raised" (the estimate is
+not beyond the threshold); "not checked" when an input is missing. Its
+`evidence` is one line naming the numbers, the interval and the images compared. Over seeds,
+`evidence.intervals.across_seeds` turns the seeds' verdicts into one (they must agree).
 
 Checks:
-  (a) blackbox_beats_whitebox: a transferred attack beats the white-box attacks;
-  (b) square_beats_gradients: gradient-free Square beats every gradient attack;
+  (a) blackbox_beats_whitebox: the best transferred attack beats the best white-box attack;
+  (b) square_beats_gradients: gradient-free Square beats the best gradient attack;
   (c) large_eps_not_broken: accuracy stays above ~0% at a large eps;
   (d) more_steps_weaker: more PGD steps or restarts give a higher accuracy;
   (e) xent_gap: the cross-entropy attacks trail the margin / targeted ones by a wide gap
       (AutoAttack's reason for the DLR loss: the x-ent loss alone can mask gradients);
-  (f) claimed_overstated: the audited (strongest) accuracy is a small fraction of the claimed
-      one (the paper's PGD), the pattern Mosbach et al. (2018) traced to gradient masking.
+  (f) claimed_overstated: the per-image strongest attack lies far below the claim (the paper's
+      PGD, on the same images), the pattern Mosbach et al. (2018) traced to gradient masking.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
+
+import numpy as np
+
+from .evidence import intervals as iv
 
 #: Order of the flags in records and tables.
 FLAG_NAMES = (
@@ -34,136 +42,147 @@ FLAG_LABELS = {
     "xent_gap": "e:x-ent gap",
     "claimed_overstated": "f:overstated",
 }
+Masks = Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class Flag:
-    """One sanity check: whether it fired, and the numbers behind the verdict."""
+    """One sanity check: its verdict (raised / not raised / within noise / not checked) and the numbers behind it."""
 
-    raised: bool
+    verdict: str
     evidence: str
 
+    @property
+    def raised(self) -> bool:
+        return self.verdict == iv.RAISED
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "raised": self.raised}
 
 
-def noise_pp(p1: float, p2: float, n: int, z: float = 2.0) -> float:
-    """Smallest difference (percentage points) between two accuracies on `n` examples that is
-    beyond sampling noise: z standard errors of a difference of two proportions, at least one
-    example's worth (100 / n)."""
-    if n <= 0:
-        return math.inf
-    p = min(max((p1 + p2) / 200.0, 0.0), 1.0)
-    return max(z * 100.0 * math.sqrt(2.0 * p * (1.0 - p) / n), 100.0 / n)
+def _pct(mask: np.ndarray) -> float:
+    return 100.0 * float(np.mean(mask)) if len(mask) else float("nan")
 
 
-def _fmt(acc: float) -> str:
-    return f"{acc:.1f}%"
+def _best(masks: Masks) -> tuple[str, np.ndarray]:
+    """The attack with the lowest accuracy (ties: the first in order)."""
+    name = min(masks, key=lambda key: _pct(masks[key]))
+    return name, masks[name]
 
 
-def _best(accs: Mapping[str, float]) -> tuple[str, float]:
-    name = min(accs, key=lambda key: accs[key])
-    return name, accs[name]
+def _all(masks: Masks) -> np.ndarray:
+    out = None
+    for mask in masks.values():
+        out = mask.copy() if out is None else out & mask
+    return out if out is not None else np.zeros(0, dtype=bool)
 
 
-def blackbox_beats_whitebox(whitebox: Mapping[str, float], blackbox: Mapping[str, float], n: int, z: float = 2.0) -> Flag:
-    """(a) The best black-box (transfer) accuracy is below the best white-box accuracy."""
+def _interval(p: iv.Paired) -> str:
+    return f"[{p.lo_pp:+.1f}, {p.hi_pp:+.1f}] pp, McNemar p={p.p_value:.2g}"
+
+
+def blackbox_beats_whitebox(whitebox: Masks, blackbox: Masks, level: float = iv.LEVEL) -> Flag:
+    """(a) The best black-box (transfer) attack leaves fewer images right than the best white-box one."""
     if not whitebox or not blackbox:
-        return Flag(False, "not checked: the evaluation record has no white-box or no black-box accuracy")
+        return Flag(iv.NOT_CHECKED, "not checked: the evaluation record has no white-box or no black-box result")
     wb_name, wb = _best(whitebox)
     bb_name, bb = _best(blackbox)
-    tol = noise_pp(wb, bb, n, z)
-    raised = bb < wb - tol
-    verb = "below" if raised else "not below"
-    return Flag(raised, f"black-box {bb_name} {_fmt(bb)} is {verb} white-box {wb_name} {_fmt(wb)} - {tol:.1f} pp noise (n={n})")
+    p = iv.paired(wb, bb, level)
+    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, 0.0)
+    return Flag(verdict, f"white-box {wb_name} {_pct(wb):.1f}% minus black-box {bb_name} {_pct(bb):.1f}% = {p.diff_pp:+.1f} pp "
+                         f"{_interval(p)} on the same {p.n} images: {verdict} (raised when the interval is above 0)")
 
 
-def square_beats_gradients(square: float | None, gradient: Mapping[str, float], n: int, z: float = 2.0, only_square: int = 0) -> Flag:
-    """(b) Square (gradient-free) reaches a lower accuracy than every gradient-based attack."""
+def square_beats_gradients(square: np.ndarray | None, gradient: Masks, level: float = iv.LEVEL) -> Flag:
+    """(b) Square (gradient-free) leaves fewer images right than the best gradient attack."""
     if square is None or not gradient:
-        return Flag(False, "not checked: Square or the gradient attacks did not run")
+        return Flag(iv.NOT_CHECKED, "not checked: Square or the gradient attacks did not run")
     name, best = _best(gradient)
-    tol = noise_pp(square, best, n, z)
-    raised = square < best - tol
-    verb = "below" if raised else "not below"
-    return Flag(
-        raised,
-        f"Square {_fmt(square)} is {verb} the best gradient attack {name} {_fmt(best)} - {tol:.1f} pp noise; "
-        f"{only_square} of {n} examples fall to Square alone (n={n})",
-    )
+    p = iv.paired(best, square, level)
+    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, 0.0)
+    only_square = int(np.sum(_all(gradient) & ~square))
+    return Flag(verdict, f"best gradient attack {name} {_pct(best):.1f}% minus Square {_pct(square):.1f}% = {p.diff_pp:+.1f} pp "
+                         f"{_interval(p)} on the same {p.n} images: {verdict} (raised when the interval is above 0); "
+                         f"{only_square} images fall to Square alone")
 
 
-def large_eps_not_broken(accuracy: float | None, eps: float, threshold: float, ceiling: float | None = None) -> Flag:
-    """(c) At a large eps an attack that works should drive accuracy to about 0%."""
-    if accuracy is None:
-        return Flag(False, "not checked: no large-eps attack ran")
-    raised = accuracy > threshold
-    verb = "above" if raised else "within"
-    bound = f"; at eps >= 0.5 a constant grey image is reachable, so a working attack leaves at most {_fmt(ceiling)}" if ceiling is not None else ""
-    return Flag(raised, f"accuracy {_fmt(accuracy)} at eps {eps:g} (in [0, 1]) is {verb} the {_fmt(threshold)} threshold{bound}")
+def large_eps_not_broken(mask: np.ndarray | None, eps: float, threshold: float, ceiling: float | None = None, level: float = iv.LEVEL) -> Flag:
+    """(c) At a large eps an attack that works drives accuracy to about 0% (`threshold` %)."""
+    if mask is None or not len(mask):
+        return Flag(iv.NOT_CHECKED, "not checked: no large-eps attack ran")
+    lo, hi = iv.wilson(int(np.sum(mask)), len(mask), level)
+    verdict = iv.flag(_pct(mask), lo, hi, threshold)
+    bound = f"; at eps >= 0.5 a constant grey image is reachable, so a working attack leaves at most {ceiling:.1f}%" if ceiling is not None else ""
+    return Flag(verdict, f"accuracy {_pct(mask):.1f}% [{lo:.1f}, {hi:.1f}] at eps {eps:g} (in [0, 1]) on {len(mask)} images against "
+                         f"the {threshold:.1f}% threshold: {verdict}{bound}")
 
 
-def more_steps_weaker(sweep: Mapping[int, float], strong: Mapping[str, tuple[int, int, float]], n: int, z: float = 2.0) -> Flag:
+def more_steps_weaker(sweep: Mapping[int, np.ndarray], strong: Mapping[str, tuple[int, int, np.ndarray]], level: float = iv.LEVEL) -> Flag:
     """(d) Accuracy rises with more PGD steps (sweep) or with more steps and restarts.
 
-    `sweep`: steps -> accuracy of single-restart PGD (x-ent); `strong`: label -> (steps,
-    restarts, accuracy) of the multi-restart PGD runs, compared with every sweep run of no
-    more steps.
+    `sweep`: steps -> per-image result of single-restart PGD (x-ent); `strong`: label -> (steps,
+    restarts, per-image result), compared with every sweep run of no more steps. Raised when
+    any pair rises beyond its interval; not raised when no pair's interval reaches above 0.
     """
-    worse: list[str] = []
+    pairs: list[tuple[str, iv.Paired]] = []
     runs = sorted(sweep.items())
-    for i, (few, acc_few) in enumerate(runs):
-        for many, acc_many in runs[i + 1 :]:
-            tol = noise_pp(acc_few, acc_many, n, z)
-            if acc_many > acc_few + tol:
-                worse.append(f"PGD-{many} {_fmt(acc_many)} > PGD-{few} {_fmt(acc_few)} + {tol:.1f} pp")
-    for label, (steps, restarts, acc_strong) in strong.items():
-        for few, acc_few in runs:
-            tol = noise_pp(acc_few, acc_strong, n, z)
-            if few <= steps and acc_strong > acc_few + tol:
-                worse.append(f"{label} ({steps} steps x {restarts} restarts) {_fmt(acc_strong)} > PGD-{few} {_fmt(acc_few)} + {tol:.1f} pp")
-    if worse:
-        return Flag(True, "; ".join(worse) + f" (n={n})")
-    listed = ", ".join(f"PGD-{s} {_fmt(a)}" for s, a in runs)
-    strong_text = ", ".join(f"{k} {_fmt(v[2])}" for k, v in strong.items())
-    if not listed and not strong_text:
-        return Flag(False, "not checked: no PGD sweep ran")
-    return Flag(False, f"no rise beyond noise: {listed}; {strong_text} (n={n})")
+    for i, (few, mask_few) in enumerate(runs):
+        for many, mask_many in runs[i + 1 :]:
+            pairs.append((f"PGD-{many} vs PGD-{few}", iv.paired(mask_many, mask_few, level)))
+    for label, (steps, restarts, mask_strong) in strong.items():
+        for few, mask_few in runs:
+            if few <= steps:
+                pairs.append((f"{label} ({steps} steps x {restarts} restarts) vs PGD-{few}", iv.paired(mask_strong, mask_few, level)))
+    if not pairs:
+        return Flag(iv.NOT_CHECKED, "not checked: no PGD sweep ran")
+    verdicts = [(name, p, iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, 0.0)) for name, p in pairs]
+    if any(v == iv.RAISED for _n, _p, v in verdicts):
+        verdict = iv.RAISED
+    elif any(v == iv.WITHIN_NOISE for _n, _p, v in verdicts):
+        verdict = iv.WITHIN_NOISE
+    else:
+        verdict = iv.NOT_RAISED
+    worst_name, worst, _v = max(verdicts, key=lambda t: t[1].diff_pp)
+    return Flag(verdict, f"largest rise {worst_name}: {worst.diff_pp:+.1f} pp {_interval(worst)} over {len(pairs)} pairs on "
+                         f"{worst.n} images: {verdict} (raised when a rise's interval is above 0; within noise when a rise is not)")
 
 
-def xent_gap(xent: Mapping[str, float], margin: Mapping[str, float], n: int, gap_pp: float, z: float = 2.0) -> Flag:
-    """(e) The best x-ent attack trails the best margin/targeted attack by more than `gap_pp`
-    points (and more than sampling noise)."""
+def xent_gap(xent: Masks, margin: Masks, gap_pp: float, level: float = iv.LEVEL) -> Flag:
+    """(e) The best x-ent attack trails the best margin/targeted attack by more than `gap_pp` points."""
     if not xent or not margin:
-        return Flag(False, "not checked: x-ent or margin attacks did not run")
-    x_name, x_acc = _best(xent)
-    m_name, m_acc = _best(margin)
-    tol = max(noise_pp(x_acc, m_acc, n, z), gap_pp)
-    gap = x_acc - m_acc
-    raised = gap > tol
-    verb = "above" if raised else "within"
-    return Flag(
-        raised, f"best x-ent attack {x_name} {_fmt(x_acc)} minus best margin attack {m_name} {_fmt(m_acc)} = {gap:+.1f} pp, {verb} the {tol:.1f} pp allowed (n={n})"
-    )
+        return Flag(iv.NOT_CHECKED, "not checked: x-ent or margin attacks did not run")
+    x_name, x_mask = _best(xent)
+    m_name, m_mask = _best(margin)
+    p = iv.paired(x_mask, m_mask, level)
+    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, gap_pp)
+    return Flag(verdict, f"best x-ent attack {x_name} {_pct(x_mask):.1f}% minus best margin attack {m_name} {_pct(m_mask):.1f}% = "
+                         f"{p.diff_pp:+.1f} pp {_interval(p)} on the same {p.n} images against {gap_pp:.1f} pp: {verdict}")
 
 
-def claimed_overstated(claimed: Mapping[str, float], strongest: float, n: int, min_pp: float, min_fraction: float, z: float = 2.0) -> Flag:
-    """(f) The strongest audit accuracy lies below the lowest claimed accuracy by at least `min_pp`
-    points, at least `min_fraction` of the claim, and more than sampling noise."""
+def claimed_overstated(claimed: Masks, strongest: np.ndarray, min_pp: float, min_fraction: float, level: float = iv.LEVEL) -> Flag:
+    """(f) The per-image strongest attack lies below the claim (the paper's PGD attack with the lowest
+    accuracy, on the same images) by more than max(`min_pp`, `min_fraction` x the claim), interval included."""
     if not claimed:
-        return Flag(False, "not checked: the evaluation record has no PGD accuracy")
+        return Flag(iv.NOT_CHECKED, "not checked: the evaluation record has no PGD result")
     name, claim = _best(claimed)
-    drop = claim - strongest
-    tol = max(noise_pp(claim, strongest, n, z), min_pp)
-    raised = drop > tol and drop >= min_fraction * claim
-    verb = "overstated" if raised else "not overstated"
-    return Flag(
-        raised,
-        f"claimed {name} {_fmt(claim)} vs strongest audit {_fmt(strongest)}: drop {drop:.1f} pp "
-        f"({100 * drop / claim if claim > 0 else 0:.0f}% of the claim) - {verb} (needs > {tol:.1f} pp and >= {100 * min_fraction:.0f}%; n={n})",
-    )
+    p = iv.paired(claim, strongest, level)
+    threshold = max(min_pp, min_fraction * _pct(claim))
+    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, threshold)
+    return Flag(verdict, f"claimed {name} {_pct(claim):.1f}% vs strongest {_pct(strongest):.1f}% on the same {p.n} images: drop "
+                         f"{p.diff_pp:.1f} pp {_interval(p)} against max({min_pp:g} pp, {100 * min_fraction:.0f}% of the claim) = "
+                         f"{threshold:.1f} pp: {verdict}")
 
 
-def masking_suspected(flags: Mapping[str, Flag]) -> bool:
-    """Any raised flag makes the model's claimed robustness suspect."""
-    return any(flag.raised for flag in flags.values())
+def masking_suspected(flags: Mapping[str, Flag]) -> str:
+    """'yes' when a flag is raised, 'within noise' when none is but one is within noise, else 'no'."""
+    verdicts = [flag.verdict for flag in flags.values()]
+    if iv.RAISED in verdicts:
+        return "yes"
+    return "within noise" if iv.WITHIN_NOISE in verdicts else "no"
+
+
+def verdict_of(flag: Mapping[str, Any]) -> str:
+    """A stored flag's verdict (records written before verdicts existed hold only `raised`)."""
+    if "verdict" in flag:
+        return str(flag["verdict"])
+    return iv.RAISED if flag.get("raised") else iv.NOT_RAISED

@@ -1,61 +1,104 @@
-"""The per-study audit table: claimed (evaluation record) vs audited robustness, one row per audit record."""
+"""The per-study audit table: claimed vs audited robustness on the same images, one row per grid entry.
+
+Each audit record (one model = one seed) compares, on its audited images, the claim (the
+evaluation record's PGD attacks) with the per-image strongest attack (the audit's attacks and the
+record's). A row aggregates a grid entry's seeds: accuracies as mean ± standard deviation over
+seeds with the 95% Wilson interval of the pooled images; the drop (claim - strongest) with the
+envelope of the seeds' paired intervals; each flag's verdict decided across seeds (they must agree,
+else "within noise").
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 from . import audit_flags as af
 from .artifacts import atomic_path
+from .evidence import intervals as iv
+from .evidence.seeds import group_key
 from .render import Column, latex_escape, to_csv, to_html, to_latex
+from .study import defense_label
 
+#: Accuracy keys of the audit record shown per row (mean over seeds, interval over pooled images).
+_AUDITED = ("clean", "autoattack", "strongest")
+_PER_ATTACK = (("apgd_ce", "APGD-CE"), ("apgd_t", "APGD-T"), ("fab_t", "FAB-T"), ("square", "Square"),
+               ("pgd_xent", "PGD x-ent (restarts)"), ("pgd_cw", "PGD CW (restarts)"), ("large_eps", "Large eps"))
+#: Short verdict marks for the flags cell: raised, within noise.
+_MARKS = {iv.RAISED: "", iv.WITHIN_NOISE: "?"}
 
 
 def _table_columns() -> list[Column]:
-    claimed, audited, per = "Claimed (paper's attacks)", "Audited", "Per attack (audit)"
+    claimed, audited, per = "Claimed (paper's attacks)", "Audited (same images)", "Per attack (audit)"
     return [
-        Column("model", "Model", fmt="text"),
-        Column("n", "n", fmt="num"),
-        Column("clean", "Clean"),
-        Column("claimed_pgd_xent", "PGD x-ent", group=claimed),
-        Column("claimed_pgd_cw", "PGD CW", group=claimed),
-        Column("autoattack", "AutoAttack", group=audited),
-        Column("strongest", "Strongest", group=audited),
-        Column("drop", "Drop", group=audited, fmt="diff"),
-        Column("strongest_with_record_aggregate", "Strongest incl. record (aggregate min)", group=per, in_tex=False),
-        *(Column(k, label, group=per, in_tex=False) for k, label in (
-            ("apgd_ce", "APGD-CE"), ("apgd_t", "APGD-T"), ("fab_t", "FAB-T"), ("square", "Square"),
-            ("pgd_xent", "PGD x-ent (restarts)"), ("pgd_cw", "PGD CW (restarts)"), ("large_eps", "Large eps"),
-        )),
+        Column("model", "Model", fmt="text", in_tex=False),
+        Column("defense", "Defense", fmt="text"),
+        Column("seeds", "Seeds", fmt="num", in_tex=False),
+        Column("n", "n", "$n$", fmt="num"),
+        Column("clean", "Clean", fmt="stat"),
+        Column("claimed_pgd_xent", "PGD x-ent", group=claimed, fmt="stat"),
+        Column("claimed_pgd_cw", "PGD CW", group=claimed, fmt="stat"),
+        Column("autoattack", "AutoAttack", group=audited, fmt="stat"),
+        Column("strongest", "Strongest", group=audited, fmt="stat"),
+        Column("drop", "Drop", group=audited, fmt="stat"),
+        *(Column(k, label, group=per, in_tex=False) for k, label in _PER_ATTACK),
+        *(Column(f"flag_{name}", af.FLAG_LABELS[name], group="Flags (across seeds)", fmt="text", in_tex=False) for name in af.FLAG_NAMES),
         Column("flags", "Flags", fmt="text"),
         Column("masking_suspected", "Masking suspected", tex="Masking?", fmt="text"),
     ]
 
 
+def _stat(row: dict[str, Any], key: str, values: list[float | None], ns: list[int]) -> None:
+    summary = iv.over_seeds(values)
+    row[key], row[f"{key}_sd"] = (summary.mean, summary.sd) if summary.n else (math.nan, math.nan)
+    present = [(v, n) for v, n in zip(values, ns) if v is not None and math.isfinite(v)]
+    row[f"{key}_lo"], row[f"{key}_hi"] = iv.pooled_wilson([v for v, _ in present], [n for _, n in present]) if present else (math.nan, math.nan)
+
+
+def _claim(rec: Mapping[str, Any]) -> float | None:
+    claimed = rec.get("claimed", {})
+    values = [v for v in (claimed.get("pgd_xent"), claimed.get("pgd_cw")) if v is not None]
+    return min(values) if values else None
+
+
+def group_row(audits: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """One row from the audit records of one grid entry's seeds."""
+    first = audits[0]
+    ns = [int(rec["n"]) for rec in audits]
+    row: dict[str, Any] = {
+        "model": group_key({"group": first.get("group"), "model": first.get("model_id", "?")}),
+        "defense": defense_label(first["entry"]) if first.get("entry") else first.get("model_id", "?"),
+        "seeds": len(audits),
+        "n": ns[0] if len(set(ns)) == 1 else "/".join(map(str, ns)),
+    }
+    for key in _AUDITED:
+        _stat(row, key, [rec["accuracy"].get(key) for rec in audits], ns)
+    for loss in ("pgd_xent", "pgd_cw"):
+        _stat(row, f"claimed_{loss}", [rec.get("claimed", {}).get(loss) for rec in audits], ns)
+    drops = [rec.get("comparisons", {}).get("claim_vs_strongest") for rec in audits]
+    summary = iv.over_seeds(d["diff_pp"] for d in drops if d)
+    row["drop"], row["drop_sd"] = (summary.mean, summary.sd) if summary.n else (math.nan, math.nan)
+    row["drop_lo"] = min((d["lo_pp"] for d in drops if d), default=math.nan)
+    row["drop_hi"] = max((d["hi_pp"] for d in drops if d), default=math.nan)
+    for key, _label in _PER_ATTACK:
+        row[key] = iv.over_seeds(rec["accuracy"].get(key) for rec in audits).mean
+    verdicts = {name: iv.across_seeds(af.verdict_of(rec["flags"][name]) for rec in audits) for name in af.FLAG_NAMES}
+    for name, verdict in verdicts.items():
+        row[f"flag_{name}"] = verdict
+    collapsed = sum(bool(rec.get("claimed", {}).get("training_collapsed")) for rec in audits)
+    marks = (["training collapsed" + (f" ({collapsed} of {len(audits)} seeds)" if collapsed < len(audits) else "")] if collapsed else [])
+    marks += [af.FLAG_LABELS[name].split(":")[0] + _MARKS[v] for name, v in verdicts.items() if v in _MARKS]
+    row["flags"] = ", ".join(marks) or "none"
+    row["masking_suspected"] = "yes" if iv.RAISED in verdicts.values() else "within noise" if iv.WITHIN_NOISE in verdicts.values() else "no"
+    return row
+
+
 def table_rows(audits: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per audit record: claimed robustness (the paper's PGD attacks, from the evaluation
-    record) against audited robustness; drop = min(claimed) - strongest, in points."""
-    rows = []
+    """One row per grid entry (its seeds' audit records together), in the order of the records."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for rec in audits:
-        acc, claimed = rec["accuracy"], rec.get("claimed", {})
-        claims = [v for v in (claimed.get("pgd_xent"), claimed.get("pgd_cw")) if v is not None]
-        raised = [af.FLAG_LABELS[name].split(":")[0] for name in af.FLAG_NAMES if rec["flags"][name]["raised"]]
-        rows.append(
-            {
-                "model": rec.get("model_id", "?"),
-                "n": rec["n"],
-                "clean": acc["clean"],
-                "claimed_pgd_xent": claimed.get("pgd_xent"),
-                "claimed_pgd_cw": claimed.get("pgd_cw"),
-                "autoattack": acc.get("autoattack"),
-                "strongest": acc["strongest"],
-                "drop": min(claims) - acc["strongest"] if claims else None,
-                "strongest_with_record_aggregate": acc.get("strongest_with_record_aggregate"),
-                **{k: acc.get(k) for k in ("apgd_ce", "apgd_t", "fab_t", "square", "pgd_xent", "pgd_cw", "large_eps")},
-                "flags": ",".join((["training collapsed"] if claimed.get("training_collapsed") else []) + raised) or "none",
-                "masking_suspected": "yes" if rec["masking_suspected"] else "no",
-            }
-        )
-    return rows
+        groups.setdefault(group_key({"group": rec.get("group"), "model": rec.get("model_id", "?")}), []).append(rec)
+    return [group_row(recs) for recs in groups.values()]
 
 
 def table_caption(audits: list[Mapping[str, Any]]) -> str:
@@ -68,17 +111,20 @@ def table_caption(audits: list[Mapping[str, Any]]) -> str:
     aa, pg = s["autoattack"], s["pgd"]
     flags = "; ".join(f"{af.FLAG_LABELS[name]}" for name in af.FLAG_NAMES)
     return (
-        f"Study {rec.get('study', '?')}, L-inf eps = {eps}; accuracies in %. Claimed: the evaluation record's white-box PGD "
-        f"accuracy (x-ent, CW). AutoAttack ({', '.join(aa['attacks'])}; APGD {aa['apgd_iter']} it., {aa['apgd_t_targets']} targets; "
-        f"FAB-T {aa['fab_iter']} it., {aa['fab_targets']} targets; Square {aa['square_queries']} queries): per-example worst case. "
-        f"Strongest: per-example worst case over every audit attack (AutoAttack, PGD {pg['steps']} steps x {pg['restarts']} restarts "
-        f"on {', '.join(pg['losses'])}, PGD sweep {s['sweep_steps']}). Drop = min(claimed) - strongest. Flags: {flags}."
+        f"Study {rec.get('study', '?')}, L-inf eps = {eps}; accuracies in %, on the first {rec['n']} test images, mean ± standard deviation "
+        f"over seeds. Claimed: the evaluation record's white-box PGD (x-ent, CW) on those images. AutoAttack ({', '.join(aa['attacks'])}; "
+        f"APGD {aa['apgd_iter']} it., {aa['apgd_t_targets']} targets; FAB-T {aa['fab_iter']} it., {aa['fab_targets']} targets; Square "
+        f"{aa['square_queries']} queries). Strongest: per image, the worst case over every audit attack (AutoAttack, PGD {pg['steps']} "
+        f"steps x {pg['restarts']} restarts on {', '.join(pg['losses'])}, PGD sweep {s['sweep_steps']}) and every attack of the "
+        f"evaluation record (white-box and black-box). Drop = lower claim - strongest, image by image. Flags ({flags}) decided per seed "
+        f"against their 95% interval (Wilson; paired McNemar on the same images) and across seeds: a letter = raised in every seed, "
+        f"'?' = within noise (an interval straddles the threshold, or the seeds disagree)."
     )
 
 
 def _tex_caption(caption: str) -> str:
     """The caption in LaTeX, its notation in math mode."""
-    return latex_escape(caption).replace("L-inf eps =", r"$L_\infty$ $\epsilon =$")
+    return latex_escape(caption).replace("L-inf eps =", r"$L_\infty$ $\epsilon =$").replace("±", r"$\pm$")
 
 
 def write_table(audits: list[Mapping[str, Any]], csv_path: str | Path, tex_path: str | Path, html_path: str | Path) -> None:
@@ -86,7 +132,9 @@ def write_table(audits: list[Mapping[str, Any]], csv_path: str | Path, tex_path:
     import pandas as pd
 
     columns = _table_columns()
-    frame = pd.DataFrame(table_rows(audits), columns=[c.key for c in columns])
+    rows = table_rows(audits)
+    stat_keys = [f"{c.key}{p}" for c in columns if c.fmt == "stat" for p in ("_sd", "_lo", "_hi")]
+    frame = pd.DataFrame(rows, columns=[c.key for c in columns] + stat_keys)
     caption = table_caption(audits)
     study = audits[0].get("study", "study") if audits else "study"
     title = "Gradient-masking audit: claimed vs audited robustness"

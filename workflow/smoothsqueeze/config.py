@@ -206,12 +206,18 @@ def _cross_check(config: dict[str, Any]) -> None:
     for name, study in config["studies"].items():
         if not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"config error: studies.{name}: study names may hold letters, digits, '-' and '_' only")
-        ids = [model_id(entry) for entry in study["grid"]]
+        for index, entry in enumerate(study["grid"]):
+            if entry.get("seed") is not None and entry.get("seeds"):
+                raise ConfigError(f"config error: studies.{name}.grid[{index}]: give either seed (one model) or seeds (one model per seed), not both")
         seen: set[str] = set()
-        for index, mid in enumerate(ids):
-            if mid in seen:
-                raise ConfigError(f"config error: studies.{name}.grid[{index}] repeats model {mid!r}")
-            seen.add(mid)
+        ids = []
+        for index, entry in enumerate(study["grid"]):
+            for _group, expanded in plan.model_entries({**study, "grid": [entry]}):
+                mid = model_id(expanded)
+                if mid in seen:
+                    raise ConfigError(f"config error: studies.{name}.grid[{index}] repeats model {mid!r} (an id can stand for one model only; check its seeds)")
+                seen.add(mid)
+                ids.append(mid)
         if study["blackbox"]["source"] not in seen:
             raise ConfigError(
                 f"config error: studies.{name}.blackbox.source = {study['blackbox']['source']!r}: not a model of the grid (have {ids})"
@@ -283,11 +289,13 @@ def study(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def model_ids(config: dict[str, Any], study_name: str) -> list[str]:
-    return [model_id(entry) for entry in study(config, study_name)["grid"]]
+    """Every model of a study, each grid entry once per seed (`study.model_entries`)."""
+    return [model_id(entry) for _group, entry in plan.model_entries(study(config, study_name))]
 
 
 def grid_entry(config: dict[str, Any], study_name: str, mid: str) -> dict[str, Any]:
-    for entry in study(config, study_name)["grid"]:
+    """The (seed-expanded) grid entry of model `mid`."""
+    for _group, entry in plan.model_entries(study(config, study_name)):
         if model_id(entry) == mid:
             return entry
     raise ConfigError(f"config error: study {study_name!r} has no model {mid!r} (have {model_ids(config, study_name)})")

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from .artifacts import read_npz, sha256_file, write_json, write_npz
-from .attacks import check_budget, pgd
+from .attacks import check_budget, correct, pgd
 from .data import Dataset
 from .errors import PipelineError
+from .evidence.per_image import encode_results
 from .inference import accuracy
 from .prologue import open_stage
 from .provenance import provenance
@@ -113,9 +114,17 @@ def evaluate(
     stage = open_stage(checkpoint, data_path, spec.get("max_examples"), spec.get("architecture"), device, channels_last=bool(spec.get("channels_last")))
     model, data, n = stage.model, stage.data, stage.n
     batch_size, seed = spec["batch_size"], spec["seed"]
+    device = next(model.parameters()).device
+    masks: dict[str, torch.Tensor] = {}
+
+    def score(key: str, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Accuracy (%) of `key` on float images `x`, its per-image mask kept for the record."""
+        masks[key] = correct(model, x.to(device), y.to(device), batch_size).cpu()
+        return 100.0 * masks[key].float().mean().item() if len(masks[key]) else float("nan")
+
     acc: dict[str, float] = {
         "train": accuracy(model, data.x_train, data.y_train, data.max_value, batch_size),
-        "test": accuracy(model, data.x_test[:n], data.y_test[:n], data.max_value, batch_size),
+        "test": score("test", data.scale(data.x_test[:n].to(device)), data.y_test[:n]),
     }
     training = training_status(acc["train"], data.num_classes)
     if training["collapsed"]:
@@ -124,14 +133,16 @@ def evaluate(
     for attack in spec["whitebox"]:
         x_adv, y = attack_dataset(model, data, attack, n, batch_size, seed)
         key = f"whitebox_{attack['name']}"
-        acc[key] = accuracy(model, x_adv, y, 1.0, batch_size)
+        acc[key] = score(key, x_adv, y)
         details["whitebox"][attack["name"]] = attack
         print(f"white-box {attack['name']}: {acc[key]:.2f}%", flush=True)
     for name, path in sorted(blackbox_sets.items()):
         x_adv, y, meta = load_blackbox_set(path, data)
         m = min(n, len(y))
         key = f"blackbox_{name}"
-        acc[key] = accuracy(model, x_adv[:m], y[:m], 1.0, batch_size)
+        if m < n:
+            raise PipelineError(f"{path}: holds {m} images, the evaluation attacks {n}; delete it and rerun craft-blackbox")
+        acc[key] = score(key, x_adv[:m], y[:m])
         details["blackbox"][name] = {
             **meta["attack"], "set": str(path), "set_sha256": sha256_file(path), "source_checkpoint": meta["source_checkpoint"], "n": m,
         }
@@ -143,6 +154,8 @@ def evaluate(
         "accuracy": acc,
         "training": training,
         "attacks": details,
+        # Which attacked images (the first n of the test set) each result got right: one bit per image.
+        "per_image": encode_results(range(n), {key: mask.numpy() for key, mask in masks.items()}),
         "inputs": stage.inputs,
         "seed": seed,
         "provenance": provenance(stage.device, "evaluate"),

@@ -32,7 +32,7 @@ class Column:
     label: str  # header in HTML
     tex: str | None = None  # header in LaTeX (None: the escaped label, several words stacked)
     group: str = ""  # spanning header over consecutive columns
-    fmt: str = "pct"  # pct (2 decimals) | diff (signed in LaTeX/HTML) | num (%g) | text | raw (CSV as stored, 2 decimals shown)
+    fmt: str = "pct"  # pct (2 decimals) | stat (mean over seeds with `_sd`, `_lo`, `_hi` beside it) | diff (signed in LaTeX/HTML) | num (%g) | text | raw (CSV as stored, 2 decimals shown)
     in_tex: bool = True
 
 
@@ -62,6 +62,8 @@ def format_cell(value: Any, fmt: str, for_csv: bool) -> str:
     number = float(value)
     if fmt == "num":
         return str(int(number)) if number.is_integer() else format(number, "g")
+    if fmt == "stat" and not for_csv:
+        return f"{number:.1f}"
     if fmt == "diff" and not for_csv:
         return f"{number:+.2f}"
     return f"{number:.2f}"
@@ -86,10 +88,41 @@ def check_columns(columns: Sequence[Column]) -> None:
         raise ValueError(f"table columns repeat a key or a (group, label): {keys}")
 
 
+#: The columns a `stat` column carries beside its mean: spread over seeds and the interval's ends.
+STAT_PARTS = ("_sd", "_lo", "_hi")
+
+
+def _csv_columns(columns: Sequence[Column]) -> list[tuple[str, str]]:
+    """(frame key, fmt) of every CSV column: a `stat` column is written as its mean, sd, lo and hi."""
+    out = []
+    for c in columns:
+        out.append((c.key, "pct" if c.fmt == "stat" else c.fmt))
+        if c.fmt == "stat":
+            out += [(c.key + part, "pct") for part in STAT_PARTS]
+    return out
+
+
+def stat_text(row: Any, key: str, tex: bool) -> str:
+    """A `stat` cell: 'mean' (1 decimal) with '± sd' over seeds when there are several, and in HTML
+    the 95% interval over the images, e.g. '43.9 ± 1.2 [40.1, 47.8]'; LaTeX prints mean ± sd only."""
+    mean = row.get(key)
+    if missing(mean):
+        return MISSING
+    text = f"{float(mean):.1f}"
+    sd, seeds = row.get(key + "_sd"), row.get("seeds")
+    if not missing(sd) and not missing(seeds) and int(seeds) > 1:
+        text += (r" $\pm$ " if tex else " ± ") + f"{float(sd):.1f}"
+    lo, hi = row.get(key + "_lo"), row.get(key + "_hi")
+    if not tex and not missing(lo) and not missing(hi):
+        text += f" [{float(lo):.1f}, {float(hi):.1f}]"
+    return text
+
+
 def to_csv(columns: Sequence[Column], frame: pd.DataFrame) -> str:
+    keys = _csv_columns(columns)
     cells = pd.DataFrame(
-        [[format_cell(row[c.key], c.fmt, True) for c in columns] for row in frame.to_dict("records")],
-        columns=[c.key for c in columns],
+        [[format_cell(row.get(k), fmt, True) for k, fmt in keys] for row in frame.to_dict("records")],
+        columns=[k for k, _fmt in keys],
     )
     return cells.to_csv(index=False, lineterminator="\n")
 
@@ -137,6 +170,9 @@ def to_latex(
     for row in frame.to_dict("records"):
         cells = []
         for c in cols:
+            if c.fmt == "stat":
+                cells.append(stat_text(row, c.key, tex=True))
+                continue
             text = format_cell(row[c.key], c.fmt, False)
             cells.append(words(c.key, text) if c.fmt == "text" and not missing(row[c.key]) else text)
         tabular.append(" & ".join(cells) + r" \\")
@@ -187,13 +223,16 @@ def to_html(columns: Sequence[Column], frame: pd.DataFrame, title: str, caption:
     for row in frame.to_dict("records"):
         cells = []
         for c in columns:
+            if c.fmt == "stat":
+                cells.append(f'<td class="stat">{esc(stat_text(row, c.key, tex=False))}</td>')
+                continue
             text = format_cell(row[c.key], c.fmt, False)
             shown = words(c.key, text) if c.fmt == "text" and not missing(row[c.key]) else text
             cells.append(f'<td class="{c.fmt}">{esc(shown)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     style = (
         "body{font-family:sans-serif;font-size:13px}table{border-collapse:separate;border-spacing:0}"
-        "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.text{text-align:left}"
+        "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.text{text-align:left}td.stat{white-space:nowrap}"
         "tr.groups th{border-bottom:none}tr.groups th.group{text-align:center;border-bottom:1px solid #444}"
         "thead tr:last-child th{border-bottom:2px solid #444}"
     )

@@ -45,7 +45,7 @@ CODE_VERSION = "2"
 TRAIN_CODE_VERSION = "2"
 ANALYSIS_VERSION = "2"  # 2: Eq. 4 over every wrong class (eps_l_all ...), prediction by the nearest class
 FIGURES_VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
-AUDIT_VERSION = "audit1"
+AUDIT_VERSION = "audit2"  # 2: per-image results, claim and strongest attack on the same images, three-way flags
 TABLES_VERSION = "tables4"  # 4: one renderer, \label on every table, shrink-to-width boxes, math-mode notation
 
 #: rule name -> the version it passes as a param. The one table of stage versions.
@@ -125,6 +125,41 @@ def model_id(entry: Mapping[str, Any]) -> str:
         parts.append(tag if adv.get("random_start", True) else tag + "-norand")
     seed = f"_seed{entry['seed']}" if entry.get("seed") is not None else ""
     return "_".join(parts or ["natural"]) + f"_k{entry['k']}" + seed
+
+
+#: Keys of a grid entry that say how many models it stands for, not what one model is.
+SEED_KEYS = ("seeds",)
+
+
+def model_entries(study: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every model of a study as (group id, entry): each grid entry once per seed, in grid order.
+
+    A grid entry's seeds are its own `seeds`, else the study's `seeds`, else the study's `seed`.
+    The expanded entry holds `seed` only when the seed differs from the study's `seed`, so the
+    study seed's model keeps the id it had before seeds existed (finished models stay valid) and
+    every other seed gets `_seed<N>`. An entry with the single `seed` key (an independently seeded
+    twin, e.g. CIFAR-10's black-box target) is one model and its own group, id unchanged.
+    """
+    study_seed = study["seed"]
+    default = list(study.get("seeds") or [study_seed])
+    out: list[tuple[str, dict[str, Any]]] = []
+    for entry in study["grid"]:
+        base = {key: value for key, value in entry.items() if key not in SEED_KEYS}
+        if base.get("seed") is not None:
+            out.append((model_id(base), base))
+            continue
+        group = model_id(base)
+        for seed in entry.get("seeds") or default:
+            out.append((group, base if seed == study_seed else {**base, "seed": seed}))
+    return out
+
+
+def seeds_of(study: Mapping[str, Any]) -> dict[str, list[int]]:
+    """group id -> the training seeds of its models, in order."""
+    out: dict[str, list[int]] = {}
+    for group, entry in model_entries(study):
+        out.setdefault(group, []).append(study["seed"] if entry.get("seed") is None else entry["seed"])
+    return out
 
 
 def kind(entry: Mapping[str, Any]) -> str:
@@ -582,11 +617,34 @@ class Plan:
         return self.study(study).get("pixel_units", 1)
 
     def model_ids(self, study: str) -> list[str]:
-        return [model_id(e) for e in self.study(study)["grid"]]
+        """Every model of the study: each grid entry once per seed (`model_entries`), in grid order."""
+        return [model_id(e) for _group, e in model_entries(self.study(study))]
 
     def entries(self, study: str) -> dict[str, dict[str, Any]]:
-        """model id -> grid entry (study units), in grid order."""
-        return {model_id(e): e for e in self.study(study)["grid"]}
+        """model id -> grid entry (study units, `seed` set for seeds other than the study's), in grid order."""
+        return {model_id(e): e for _group, e in model_entries(self.study(study))}
+
+    def groups(self, study: str) -> dict[str, list[str]]:
+        """group id (one grid entry) -> its model ids (one per seed), in grid order."""
+        out: dict[str, list[str]] = {}
+        for group, entry in model_entries(self.study(study)):
+            out.setdefault(group, []).append(model_id(entry))
+        return out
+
+    def group_of(self, study: str, model: str) -> str:
+        for group, models in self.groups(study).items():
+            if model in models:
+                return group
+        self.entry(study, model)  # raises the one-line error naming the study's models
+        raise AssertionError("unreachable")
+
+    def primary_model_ids(self, study: str) -> list[str]:
+        """The first model of every group (the study seed's, where the group has it): what figures show."""
+        return [models[0] for models in self.groups(study).values()]
+
+    def train_seed(self, study: str, model: str) -> int:
+        entry = self.entry(study, model)
+        return entry["seed"] if entry.get("seed") is not None else self.study(study)["seed"]
 
     def entry(self, study: str, model: str) -> dict[str, Any]:
         entries = self.entries(study)
@@ -666,6 +724,9 @@ class Plan:
                 "eps": st["attack"]["eps"],
                 "blackbox_source": st["blackbox"]["source"],
                 "squeeze_norm": settings["train"].get("squeeze_norm"),
+                "noise_clip": bool(settings["train"].get("noise_clip", False)),
+                "group": self.group_of(study, model),
+                "train_seed": settings["seed"],
             },
         }
 
@@ -695,8 +756,8 @@ class Plan:
         return {"study": study, "eps": st["attack"]["eps"], "pixel_units": st.get("pixel_units", 1)}
 
     def figure_inputs(self, study: str) -> dict[str, list[str]]:
-        """The figures job's input files, one list per kind, each in grid order."""
-        ids = self.model_ids(study)
+        """The figures job's input files, one list per kind, each in grid order: the first seed of every grid entry."""
+        ids = self.primary_model_ids(study)
         return {
             "summaries": [self.paths.analysis_summary(study, m) for m in ids],
             "analysis": [self.paths.analysis(study, m) for m in ids],
@@ -707,7 +768,8 @@ class Plan:
 
     def figure_selection(self, study: str) -> "CaptionSelection":
         """Per figure the models shown, the same with their parameters, and the roles missing, as text for the report captions."""
-        return caption_selection(self.entries(study), self.units(study))
+        entries = self.entries(study)
+        return caption_selection({m: entries[m] for m in self.primary_model_ids(study)}, self.units(study))
 
     def audit_spec(self, study: str, model: str) -> dict[str, Any]:
         st = self.study(study)
@@ -721,6 +783,8 @@ class Plan:
                 "dataset": st["dataset"],
                 "entry": self.entry(study, model),
                 "study_eps": st["attack"]["eps"],
+                "group": self.group_of(study, model),
+                "train_seed": self.train_seed(study, model),
             },
         }
 

@@ -26,13 +26,14 @@ from . import paper
 from . import study
 from .artifacts import atomic_path
 from .errors import PipelineError
-from .render import Column, latex_escape, missing, to_csv, to_html, to_latex
+from .evidence.seeds import aggregate_rows
+from .render import STAT_PARTS, Column, latex_escape, missing, to_csv, to_html, to_latex
 
 #: Identity columns of a row file; the accuracy columns (train, test, whitebox_*, blackbox_*)
 #: and predicted_eq4 follow.
 ROW_ID_COLUMNS = [
-    "study", "model", "kind", "defense", "alpha", "beta", "sigma", "k",
-    "adv_steps", "adv_step_size", "adv_eps", "pixel_units", "eps", "n_test",
+    "study", "model", "group", "train_seed", "kind", "defense", "alpha", "beta", "sigma", "k",
+    "adv_steps", "adv_step_size", "adv_eps", "pixel_units", "eps", "n_test", "n_train",
 ]
 STUDY_TABLES = {
     "accuracy": "Accuracy of every model, white-box and black-box (layout of the paper's Tables 2 and 5)",
@@ -74,6 +75,8 @@ def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> 
         row: dict[str, Any] = {
             "study": record["study"],
             "model": model,
+            "group": record.get("group", model),
+            "train_seed": record.get("train_seed"),
             "kind": model_kind(entry),
             "defense": defense_label(entry),
             "alpha": entry.get("alpha", 0),
@@ -86,6 +89,7 @@ def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> 
             "pixel_units": record.get("pixel_units", 1),
             "eps": record["eps"],
             "n_test": record.get("n_test"),
+            "n_train": record.get("n_train"),
         }
         # train and test first, then the attacks in the record's order
         names = ["train", "test", *(n for n in accuracy if n not in ("train", "test"))]
@@ -180,13 +184,15 @@ PARAMS = [
     Column("sigma", "σ", r"$\sigma$", fmt="num"),
     Column("k", "k", "$k$", fmt="num"),
 ]
-CLEAN = [Column("train", "train", "Train"), Column("test", "test", "Test")]
+#: Training seeds behind a row (CSV and HTML; the LaTeX caption says it).
+SEEDS_COLUMN = Column("seeds", "seeds", fmt="num", in_tex=False)
+CLEAN = [Column("train", "train", "Train", fmt="stat"), Column("test", "test", "Test", fmt="stat")]
 NOTE_COLUMN = Column("note", "note", "Note", fmt="text")
 
 
 def _attacks(spec: dict[str, Any], section: str, group: str, method: str | None = None) -> list[Column]:
     return [
-        Column(f"{section}_{a['name']}", attack_label(a["name"]), group=group)
+        Column(f"{section}_{a['name']}", attack_label(a["name"]), group=group, fmt="stat")
         for a in spec[section]
         if method is None or a.get("method") == method
     ]
@@ -197,18 +203,18 @@ def study_columns(name: str, spec: dict[str, Any]) -> list[Column]:
     white = _attacks(spec, "whitebox", "White-box")
     black = _attacks(spec, "blackbox", "Black-box")
     if name == "accuracy":
-        return [*PARAMS, *CLEAN, *white, *black]
+        return [*PARAMS, SEEDS_COLUMN, *CLEAN, *white, *black]
     if name == "whitebox":
-        return [*PARAMS, *CLEAN, *white]
+        return [*PARAMS, SEEDS_COLUMN, *CLEAN, *white]
     if name == "blackbox":
-        return [*PARAMS, *black]
+        return [*PARAMS, SEEDS_COLUMN, *black]
     if name == "eq4":
         fgsm = _attacks(spec, "whitebox", "FGSM accuracy", method="fgsm")
-        fgsm = [Column(c.key, attack_label(c.key.removeprefix("whitebox_")).removeprefix("FGSM "), group=c.group) for c in fgsm]
+        fgsm = [Column(c.key, attack_label(c.key.removeprefix("whitebox_")).removeprefix("FGSM "), group=c.group, fmt="stat") for c in fgsm]
         return [
-            PARAMS[0], PARAMS[1], PARAMS[5], *fgsm,
-            Column("predicted_eq4", "Eq. 4 predicted", r"\shortstack{Eq.~4\\predicted}"),  # nearest wrong class (min of eps_L)
-            Column("predicted_eq4_top", "Eq. 4 top class", r"\shortstack{Eq.~4\\top class}"),  # top wrong class only
+            PARAMS[0], PARAMS[1], PARAMS[5], SEEDS_COLUMN, *fgsm,
+            Column("predicted_eq4", "Eq. 4 predicted", r"\shortstack{Eq.~4\\predicted}", fmt="stat"),  # nearest wrong class (min of eps_L)
+            Column("predicted_eq4_top", "Eq. 4 top class", r"\shortstack{Eq.~4\\top class}", fmt="stat"),  # top wrong class only
         ]
     raise PipelineError(f"unknown table {name!r} (have {sorted(STUDY_TABLES)})")
 
@@ -220,7 +226,40 @@ def _with_note(columns: list[Column], rows: pd.DataFrame) -> list[Column]:
     return columns
 
 
+#: Row columns that are not accuracies (everything else numeric in a row is one, aggregated over seeds).
+_NOT_METRICS = set(ROW_ID_COLUMNS) | {"note"}
+
+
+def metric_columns(rows: pd.DataFrame) -> list[str]:
+    """The accuracy columns of row files (train, test, whitebox_*, blackbox_*, predicted_eq4*)."""
+    return [c for c in rows.columns if c not in _NOT_METRICS and not c.endswith(("_sd", "_lo", "_hi")) and c not in ("seeds", "models")]
+
+
+def _images(metric: str, row: Any) -> int | None:
+    """How many images a row's accuracy `metric` was measured on (train: the training set)."""
+    n = row.get("n_train") if metric == "train" else row.get("n_test")
+    return None if missing(n) else int(n)
+
+
+def _merge_notes(notes: list[Any]) -> str:
+    """A group's marks: each seed's marks once; a mark only some seeds carry says how many."""
+    per_seed = [marks(n) for n in notes]
+    out = []
+    for mark in dict.fromkeys(m for ms in per_seed for m in ms):
+        count = sum(mark in ms for ms in per_seed)
+        out.append(mark)
+        if count < len(per_seed):
+            out.append(f"{count} of {len(per_seed)} seeds {mark}")
+    return "; ".join(out)
+
+
+def group_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per grid entry: the mean over its seeds, `_sd`, the pooled Wilson `_lo`/`_hi`, `seeds` (evidence.seeds)."""
+    return aggregate_rows(rows, metric_columns(rows), _images, _merge_notes)
+
+
 def study_frame(name: str, rows: pd.DataFrame, spec: dict[str, Any]) -> tuple[list[Column], pd.DataFrame]:
+    rows = group_rows(rows)
     columns = study_columns(name, spec)
     if name == "eq4":
         rows = rows[rows["kind"].isin(["natural", "adversarial"])]
@@ -228,7 +267,8 @@ def study_frame(name: str, rows: pd.DataFrame, spec: dict[str, Any]) -> tuple[li
         # The source's black-box numbers are white-box: only tables with black-box columns carry that mark.
         rows = rows.assign(note=[COLLAPSED if COLLAPSED in marks(note) else "" for note in rows["note"]])
     columns = _with_note(columns, rows)
-    return columns, rows.reindex(columns=[c.key for c in columns]).reset_index(drop=True)
+    keep = [c.key for c in columns] + [f"{c.key}{part}" for c in columns if c.fmt == "stat" for part in STAT_PARTS]
+    return columns, rows.reindex(columns=keep).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- paper comparison
@@ -264,6 +304,7 @@ def comparison_frame(
             Column(f"{p}_paper", "paper", group=group),
             Column(f"{p}_diff", "Δ", r"$\Delta$", group=group, fmt="diff"),
         ]
+    rows = group_rows(rows)
     by_model = {str(r["model"]): r for r in rows.to_dict("records")}
     records = []
     eps01 = spec["eps"] / spec["pixel_units"]
@@ -329,6 +370,27 @@ def adversarial_text(frame: pd.DataFrame) -> str:
     return "; " + "; ".join(parts)
 
 
+def noise_text(columns: Sequence[Column], frame: pd.DataFrame) -> str:
+    """The table's noise floor in words: seeds per row (mean ± standard deviation over seeds) and the
+    widest 95% Wilson interval over the attacked images (pooled over seeds), from the frame itself."""
+    stats = [c.key for c in columns if c.fmt == "stat" and f"{c.key}_lo" in frame.columns]
+    if not stats or frame.empty:
+        return ""
+    seeds = sorted({int(s) for s in frame.get("seeds", pd.Series([1])).dropna()})
+    half = max(
+        ((float(r[f"{k}_hi"]) - float(r[f"{k}_lo"])) / 2 for r in frame.to_dict("records") for k in stats
+         if not missing(r.get(f"{k}_lo")) and not missing(r.get(f"{k}_hi"))),
+        default=math.nan,
+    )
+    if seeds and max(seeds) > 1:
+        text = f"Mean ± standard deviation over {'/'.join(map(str, seeds))} seeds per row (training seeds; the images attacked are the same)"
+    else:
+        text = "One training seed per row"
+    if not math.isnan(half):
+        text += f"; 95% Wilson intervals over the attacked images (pooled over seeds) are at most ±{half:.1f} points wide"
+    return text + "."
+
+
 def eps_text(spec: dict[str, Any]) -> str:
     return study.units_text(spec["eps"], spec.get("pixel_units", 1))
 
@@ -373,11 +435,13 @@ def write_table(
     extra = adversarial_text(frame)
     if extra:
         caption = caption[:-1] + extra + "."
+    noise = noise_text(columns, frame)
+    caption += " " + noise.replace("±", r"$\pm$").replace("%", r"\%") if noise else ""
     tex_columns = [c for c in columns if c.in_tex]
     texts = (
         to_csv(columns, frame),
         to_latex(columns, frame, caption, label, tex_words, COMMENT, resize=resize or len(tex_columns) > WIDE),
-        to_html(columns, frame, title, settings_text(name, spec), html_words),
+        to_html(columns, frame, title, settings_text(name, spec) + (" " + noise if noise else ""), html_words),
     )
     for path, text in zip(paths, texts):
         with atomic_path(path) as tmp:

@@ -14,9 +14,12 @@ that product over both intervals. It is conservative (its coverage is at least t
 square), never narrower than either part, and it stays honest when no image is discordant
 (then p is unknown, [0, 1], and the interval is +- the upper bound of r).
 
-A comparison against a threshold has three outcomes (`decide`): "raised" when the whole interval
-lies above it, "not raised" when the whole interval lies at or below it, "within noise" otherwise.
-Over seeds (`across_seeds`) a verdict stands only when every seed gives it.
+A comparison against a threshold has three outcomes. `decide` (two-sided, for claims: can the data
+tell which side it is on?): "raised" when the whole interval lies above it, "not raised" when the
+whole interval lies at or below it, "within noise" otherwise. `flag` (one-sided, for the audit's
+checks "is it above the threshold?"): "raised" when the whole interval lies above it, "within noise"
+when only the estimate does, "not raised" otherwise. Over seeds (`across_seeds`) a verdict stands
+only when every seed gives it.
 """
 from __future__ import annotations
 
@@ -110,6 +113,24 @@ def decide(lo: float, hi: float, threshold: float) -> str:
     if hi <= threshold:
         return NOT_RAISED
     return WITHIN_NOISE
+
+
+def flag(estimate: float, lo: float, hi: float, threshold: float) -> str:
+    """One-sided decision for a check that asks "is it above the threshold?" (the audit's flags).
+
+    'raised' when the whole interval lies above `threshold` (beyond the threshold and beyond its
+    noise floor); 'within noise' when the estimate lies above it but the interval reaches down to
+    it; 'not raised' when the estimate is at or below it. A flag can then only move between
+    'raised' and 'not raised' when its estimate moves by at least the distance from the interval's
+    lower end to the estimate (about half the interval), so floating-point differences between
+    processors move it at most to or from 'within noise'. Unlike `decide`, identical results
+    (no discordant image) give 'not raised', not 'within noise'.
+    """
+    if any(v is None or math.isnan(v) for v in (estimate, lo, hi)):
+        return NOT_CHECKED
+    if lo > threshold:
+        return RAISED
+    return WITHIN_NOISE if estimate > threshold else NOT_RAISED
 
 
 def across_seeds(verdicts: Iterable[str]) -> str:
