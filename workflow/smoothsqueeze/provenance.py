@@ -47,6 +47,29 @@ def installed_packages() -> dict[str, str]:
     return dict(sorted(packages.items(), key=lambda item: item[0].lower()))
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo; else what platform reports)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_capability() -> str:
+    """PyTorch's CPU kernel set in use (e.g. AVX2, AVX512, DEFAULT; ATEN_CPU_CAPABILITY picks it).
+
+    Results differ in their last bits between kernel sets, so a record says which one made it.
+    """
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
 def provenance(device: torch.device, stage: str) -> dict[str, Any]:
     """What a record of `stage` (a rule of study.STAGE_VERSIONS) carries about how it was made.
 
@@ -66,6 +89,8 @@ def provenance(device: torch.device, stage: str) -> dict[str, Any]:
         "device": str(device),
         "device_name": name,
         "torch_threads": torch.get_num_threads(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": cpu_capability(),
         "host": platform.node(),
         "packages": dict(installed_packages()),
     }
