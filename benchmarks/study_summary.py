@@ -105,7 +105,7 @@ def summary_rows(study: str, results: Path, config: dict) -> list[list[str]]:
     for row in grouped:
         audit = audited.get(row["model"], {})
         flags = [m for m in tables.marks(row.get("note")) if not m.startswith("black-box source")]
-        if source in str(row.get("models", "")).split():
+        if source in str(row.get("models", "")).split() and int(row.get("seeds") or 1) == 1:
             flags.append("black-box source")
         flags += [w for w in _flag_words(audit.get("flags", "")) if not w.startswith("training collapsed")]
         first = str(row.get("models", row["model"])).split()[0]

@@ -15,8 +15,9 @@ import yaml
 from torch import nn
 
 from conftest import TINY_CONFIG, run_snakemake
-from smoothsqueeze import audit
+from smoothsqueeze import audit, audit_table
 from smoothsqueeze.cli import main as cli_main
+from smoothsqueeze.evidence import intervals as iv
 from smoothsqueeze import audit_flags as af
 from smoothsqueeze.data import Dataset
 from smoothsqueeze.errors import PipelineError
@@ -331,3 +332,49 @@ def test_snakemake_refuses_a_bad_audit_block(tiny_copy: Path, tmp_path: Path) ->
     proc = run_snakemake(tiny_copy, "-n", "reports/tiny/tables/audit.csv", configfile=cfg, check=False)
     assert proc.returncode != 0
     assert "config error: studies.tiny.audit.pgd.restarts" in proc.stderr + proc.stdout
+
+
+# ------------------------------------------------------------------ across seeds (audit table)
+
+PLANT_SETTINGS = {"level": 0.95, "min_effect_pp": 2.0, "pgd": {"steps": 10, "restarts": 1, "losses": ["xent"]}, "large_eps01": 0.5,
+                  "large_eps_max_accuracy": 5.0, "xent_gap_pp": 10.0, "overstated_pp": 10.0, "overstated_fraction": 0.5}
+
+
+def planted_audit(seed: int, claim: np.ndarray, strongest: np.ndarray) -> dict:
+    """An audit record of one seed with only the claim (the record's PGD) and the strongest attack."""
+    masks = {"clean": np.ones(len(claim), bool), "strongest": strongest & claim, "record_whitebox_pgd40_xent": claim}
+    flags = af.flags_from_masks(masks, PLANT_SETTINGS, {"pgd_xent": ["pgd40_xent"], "pgd_cw": []}, None)
+    return {
+        "model_id": f"m_k1_seed{seed}", "group": "m_k1", "entry": {"k": 1}, "n": len(claim), "settings": PLANT_SETTINGS,
+        "claim_attacks": {"pgd_xent": ["pgd40_xent"], "pgd_cw": []},
+        "accuracy": {"clean": 100.0, "strongest": 100 * (strongest & claim).mean(), "autoattack": None},
+        "claimed": {"pgd_xent": 100 * claim.mean(), "pgd_cw": None},
+        "comparisons": {"claim_vs_strongest": iv.paired(claim, strongest & claim).to_dict()},
+        "flags": {name: flag.to_dict() for name, flag in flags.items()},
+        "per_image": encode_results(range(len(claim)), masks),
+    }
+
+
+def test_a_flag_is_within_noise_when_two_seeds_disagree() -> None:
+    claim = mask(200, 80)  # 40% claimed; threshold max(10, 20) = 20 points
+    raised = planted_audit(0, claim, mask(200, 10))  # drop 35: raised
+    calm = planted_audit(1, claim, mask(200, 76))  # drop 2: not raised
+    assert raised["flags"]["claimed_overstated"]["verdict"] == "raised" and calm["flags"]["claimed_overstated"]["verdict"] == "not raised"
+    row = audit_table.group_row([raised, calm])
+    assert row["flag_claimed_overstated"] == "within noise" and "f?" in row["flags"]
+    both = audit_table.group_row([raised, planted_audit(1, claim, mask(200, 12))])
+    assert both["flag_claimed_overstated"] == "raised" and both["seeds"] == 2
+
+
+def test_seeds_within_noise_alone_can_be_raised_on_their_pooled_images() -> None:
+    """Each seed's drop (22 points against 20) is above the threshold but within its interval; three
+    seeds' images pooled (600) resolve it."""
+    claim = mask(200, 80)
+    seeds = [planted_audit(s, claim, mask(200, 36)) for s in range(3)]
+    assert all(a["flags"]["claimed_overstated"]["verdict"] == "within noise" for a in seeds)
+    row = audit_table.group_row(seeds)
+    assert row["flag_claimed_overstated"] == "within noise"  # 22 [~19.6, ~25.4] still straddles 20 with 600 images
+    far = [planted_audit(s, claim, mask(200, 30)) for s in range(3)]  # drop 25 per seed: within noise alone
+    assert all(a["flags"]["claimed_overstated"]["verdict"] == "within noise" for a in far)
+    assert audit_table.group_row(far)["flag_claimed_overstated"] == "raised"
+    assert af.combine_seeds(["not raised", "not raised"], "raised") == "not raised"

@@ -192,34 +192,19 @@ def audit_model(
     claimed = claimed_results(record, n) if record is not None else None
     strongest = np_masks["strongest_audit"].copy()
     if claimed is not None:
-        for mask in (*claimed["whitebox"].values(), *claimed["blackbox"].values()):
-            strongest &= mask
+        for section in ("whitebox", "blackbox"):
+            for name, mask in claimed[section].items():
+                np_masks[f"record_{section}_{name}"] = mask
+                strongest &= mask
     np_masks["strongest"] = strongest
-    accuracy = {key: _pct_np(mask) for key, mask in np_masks.items()}
+    accuracy = {key: _pct_np(mask) for key, mask in np_masks.items() if not key.startswith("record_")}
     accuracy["autoattack"] = accuracy.get("autoattack") if aa_keys else None
 
     level = settings["level"]
-    gradient = {k: np_masks[k] for k in ("apgd_ce", "apgd_t", "fab_t", "pgd_xent", "pgd_cw") if k in masks}
     ceiling = _class_ceiling(y) if large_eps >= 0.5 else None
+    claim_attacks = {} if claimed is None else {f"pgd_{loss}": claimed[f"pgd_{loss}_attacks"] for loss in ("xent", "cw")}
+    flags = af.flags_from_masks(np_masks, settings, claim_attacks, ceiling)
     paper_pgd = {} if claimed is None else {f"record {k}": claimed[k] for k in ("pgd_xent", "pgd_cw") if claimed.get(k) is not None}
-    flags = {
-        "blackbox_beats_whitebox": af.blackbox_beats_whitebox(claimed["whitebox_all"], claimed["blackbox_all"], level)
-        if claimed is not None
-        else af.Flag(iv.NOT_CHECKED, "not checked: no evaluation record"),
-        "square_beats_gradients": af.square_beats_gradients(np_masks.get("square"), gradient, level),
-        "large_eps_not_broken": af.large_eps_not_broken(np_masks["large_eps"], large_eps, settings["large_eps_max_accuracy"], ceiling, level),
-        "more_steps_weaker": af.more_steps_weaker(
-            {steps: np_masks[key] for steps, key in sweep_keys.items()},
-            {key: (pg["steps"], pg["restarts"], np_masks[key]) for key in strong},
-            level,
-        ),
-        "xent_gap": af.xent_gap(
-            {k: np_masks[k] for k in ("apgd_ce", "pgd_xent") if k in masks},
-            {k: np_masks[k] for k in ("apgd_t", "pgd_cw") if k in masks},
-            settings["xent_gap_pp"], level,
-        ),
-        "claimed_overstated": af.claimed_overstated(paper_pgd, strongest, settings["overstated_pp"], settings["overstated_fraction"], level),
-    }
     for name, flag in flags.items():
         log(f"flag {name}: {flag.verdict.upper()} - {flag.evidence}")
     comparisons = {}
@@ -236,6 +221,7 @@ def audit_model(
         "restart_curves": curves,
         "steps_sweep": [{"steps": k, "accuracy": v} for k, v in sorted(sweep.items())],
         "large_eps": {"eps01": large_eps, "steps": settings["large_eps_steps"], "accuracy": large, "worst": accuracy["large_eps"], "ceiling": ceiling},
+        "claim_attacks": claim_attacks,
         "flags": {name: flags[name].to_dict() for name in af.FLAG_NAMES},
         "masking_suspected": af.masking_suspected(flags),
         "autoattack_warnings": aa_warnings,

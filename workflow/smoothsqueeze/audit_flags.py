@@ -81,28 +81,28 @@ def _interval(p: iv.Paired) -> str:
     return f"[{p.lo_pp:+.1f}, {p.hi_pp:+.1f}] pp, McNemar p={p.p_value:.2g}"
 
 
-def blackbox_beats_whitebox(whitebox: Masks, blackbox: Masks, level: float = iv.LEVEL) -> Flag:
+def blackbox_beats_whitebox(whitebox: Masks, blackbox: Masks, level: float = iv.LEVEL, min_pp: float = 0.0) -> Flag:
     """(a) The best black-box (transfer) attack leaves fewer images right than the best white-box one."""
     if not whitebox or not blackbox:
         return Flag(iv.NOT_CHECKED, "not checked: the evaluation record has no white-box or no black-box result")
     wb_name, wb = _best(whitebox)
     bb_name, bb = _best(blackbox)
     p = iv.paired(wb, bb, level)
-    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, 0.0)
+    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, min_pp)
     return Flag(verdict, f"white-box {wb_name} {_pct(wb):.1f}% minus black-box {bb_name} {_pct(bb):.1f}% = {p.diff_pp:+.1f} pp "
-                         f"{_interval(p)} on the same {p.n} images: {verdict} (raised when the interval is above 0)")
+                         f"{_interval(p)} on the same {p.n} images: {verdict} (raised when the interval is above {min_pp:g} pp)")
 
 
-def square_beats_gradients(square: np.ndarray | None, gradient: Masks, level: float = iv.LEVEL) -> Flag:
+def square_beats_gradients(square: np.ndarray | None, gradient: Masks, level: float = iv.LEVEL, min_pp: float = 0.0) -> Flag:
     """(b) Square (gradient-free) leaves fewer images right than the best gradient attack."""
     if square is None or not gradient:
         return Flag(iv.NOT_CHECKED, "not checked: Square or the gradient attacks did not run")
     name, best = _best(gradient)
     p = iv.paired(best, square, level)
-    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, 0.0)
+    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, min_pp)
     only_square = int(np.sum(_all(gradient) & ~square))
     return Flag(verdict, f"best gradient attack {name} {_pct(best):.1f}% minus Square {_pct(square):.1f}% = {p.diff_pp:+.1f} pp "
-                         f"{_interval(p)} on the same {p.n} images: {verdict} (raised when the interval is above 0); "
+                         f"{_interval(p)} on the same {p.n} images: {verdict} (raised when the interval is above {min_pp:g} pp); "
                          f"{only_square} images fall to Square alone")
 
 
@@ -117,12 +117,15 @@ def large_eps_not_broken(mask: np.ndarray | None, eps: float, threshold: float, 
                          f"the {threshold:.1f}% threshold: {verdict}{bound}")
 
 
-def more_steps_weaker(sweep: Mapping[int, np.ndarray], strong: Mapping[str, tuple[int, int, np.ndarray]], level: float = iv.LEVEL) -> Flag:
+def more_steps_weaker(
+    sweep: Mapping[int, np.ndarray], strong: Mapping[str, tuple[int, int, np.ndarray]], level: float = iv.LEVEL, min_pp: float = 0.0
+) -> Flag:
     """(d) Accuracy rises with more PGD steps (sweep) or with more steps and restarts.
 
     `sweep`: steps -> per-image result of single-restart PGD (x-ent); `strong`: label -> (steps,
     restarts, per-image result), compared with every sweep run of no more steps. Raised when
-    any pair rises beyond its interval; not raised when no pair's interval reaches above 0.
+    any pair rises by more than `min_pp` beyond its interval; within noise when a pair's rise is above
+    `min_pp` but its interval is not; not raised otherwise.
     """
     pairs: list[tuple[str, iv.Paired]] = []
     runs = sorted(sweep.items())
@@ -135,7 +138,7 @@ def more_steps_weaker(sweep: Mapping[int, np.ndarray], strong: Mapping[str, tupl
                 pairs.append((f"{label} ({steps} steps x {restarts} restarts) vs PGD-{few}", iv.paired(mask_strong, mask_few, level)))
     if not pairs:
         return Flag(iv.NOT_CHECKED, "not checked: no PGD sweep ran")
-    verdicts = [(name, p, iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, 0.0)) for name, p in pairs]
+    verdicts = [(name, p, iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, min_pp)) for name, p in pairs]
     if any(v == iv.RAISED for _n, _p, v in verdicts):
         verdict = iv.RAISED
     elif any(v == iv.WITHIN_NOISE for _n, _p, v in verdicts):
@@ -144,7 +147,7 @@ def more_steps_weaker(sweep: Mapping[int, np.ndarray], strong: Mapping[str, tupl
         verdict = iv.NOT_RAISED
     worst_name, worst, _v = max(verdicts, key=lambda t: t[1].diff_pp)
     return Flag(verdict, f"largest rise {worst_name}: {worst.diff_pp:+.1f} pp {_interval(worst)} over {len(pairs)} pairs on "
-                         f"{worst.n} images: {verdict} (raised when a rise's interval is above 0; within noise when a rise is not)")
+                         f"{worst.n} images: {verdict} (raised when a rise's interval is above {min_pp:g} pp; within noise when only the rise is)")
 
 
 def xent_gap(xent: Masks, margin: Masks, gap_pp: float, level: float = iv.LEVEL) -> Flag:
@@ -171,6 +174,51 @@ def claimed_overstated(claimed: Masks, strongest: np.ndarray, min_pp: float, min
     return Flag(verdict, f"claimed {name} {_pct(claim):.1f}% vs strongest {_pct(strongest):.1f}% on the same {p.n} images: drop "
                          f"{p.diff_pp:.1f} pp {_interval(p)} against max({min_pp:g} pp, {100 * min_fraction:.0f}% of the claim) = "
                          f"{threshold:.1f} pp: {verdict}")
+
+
+def flags_from_masks(masks: Masks, settings: Mapping[str, Any], claim_attacks: Mapping[str, list[str]], ceiling: float | None) -> dict[str, Flag]:
+    """Every check, from the per-image results of an audit record (`audit.audit_model` names them):
+    the audit's attacks (apgd_ce, ..., sweep_pgd<N>_xent, large_eps, strongest) and the evaluation
+    record's on the same images (`record_whitebox_<name>`, `record_blackbox_<name>`).
+
+    `claim_attacks`: loss -> the record's PGD attacks of that loss (the paper's claim); `ceiling`:
+    the class ceiling of flag (c). The same function decides one seed's flags (in the audit stage)
+    and a grid entry's flags on its seeds' images pooled (in the audit table).
+    """
+    level, min_pp, pg = settings["level"], settings.get("min_effect_pp", 0.0), settings["pgd"]
+    section = lambda prefix: {k[len(prefix):]: v for k, v in masks.items() if k.startswith(prefix)}  # noqa: E731
+    whitebox, blackbox = section("record_whitebox_"), section("record_blackbox_")
+    gradient = {k: masks[k] for k in ("apgd_ce", "apgd_t", "fab_t", "pgd_xent", "pgd_cw") if k in masks}
+    sweep = {int(k[len("sweep_pgd"):-len("_xent")]): v for k, v in masks.items() if k.startswith("sweep_pgd") and k.endswith("_xent")}
+    claimed = {f"record {name}": whitebox[name] for loss in ("xent", "cw") for name in claim_attacks.get(f"pgd_{loss}", []) if name in whitebox}
+    return {
+        "blackbox_beats_whitebox": blackbox_beats_whitebox(whitebox, blackbox, level, min_pp) if whitebox or blackbox
+        else Flag(iv.NOT_CHECKED, "not checked: no evaluation record"),
+        "square_beats_gradients": square_beats_gradients(masks.get("square"), gradient, level, min_pp),
+        "large_eps_not_broken": large_eps_not_broken(masks.get("large_eps"), settings["large_eps01"], settings["large_eps_max_accuracy"], ceiling, level),
+        "more_steps_weaker": more_steps_weaker(sweep, {k: (pg["steps"], pg["restarts"], masks[k]) for k in ("pgd_xent", "pgd_cw") if k in masks},
+                                               level, min_pp),
+        "xent_gap": xent_gap({k: masks[k] for k in ("apgd_ce", "pgd_xent") if k in masks},
+                             {k: masks[k] for k in ("apgd_t", "pgd_cw") if k in masks}, settings["xent_gap_pp"], level),
+        "claimed_overstated": claimed_overstated(claimed, masks["strongest"], settings["overstated_pp"], settings["overstated_fraction"], level),
+    }
+
+
+def combine_seeds(per_seed: list[str], pooled: str) -> str:
+    """A grid entry's verdict from its seeds' verdicts and the verdict on their images pooled.
+
+    Every seed 'not raised': not raised. Some seeds 'not raised' and others not: 'within noise'
+    (the seeds disagree about the side of the threshold). Otherwise (every seed raised or within
+    noise) the pooled verdict decides between 'raised' and 'within noise'.
+    """
+    checked = [v for v in per_seed if v != iv.NOT_CHECKED]
+    if not checked:
+        return iv.NOT_CHECKED
+    if all(v == iv.NOT_RAISED for v in checked):
+        return iv.NOT_RAISED
+    if any(v == iv.NOT_RAISED for v in checked):
+        return iv.WITHIN_NOISE
+    return iv.RAISED if pooled == iv.RAISED else iv.WITHIN_NOISE
 
 
 def masking_suspected(flags: Mapping[str, Flag]) -> str:

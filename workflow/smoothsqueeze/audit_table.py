@@ -4,8 +4,8 @@ Each audit record (one model = one seed) compares, on its audited images, the cl
 evaluation record's PGD attacks) with the per-image strongest attack (the audit's attacks and the
 record's). A row aggregates a grid entry's seeds: accuracies as mean ± standard deviation over
 seeds with the 95% Wilson interval of the pooled images; the drop (claim - strongest) with the
-envelope of the seeds' paired intervals; each flag's verdict decided across seeds (they must agree,
-else "within noise").
+paired interval on the pooled images; each flag decided across seeds (`audit_flags.combine_seeds`:
+seeds on both sides of the threshold give "within noise", else the pooled images decide).
 """
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from . import audit_flags as af
 from .artifacts import atomic_path
+from .errors import PipelineError
 from .evidence import intervals as iv
+from .evidence.per_image import record_masks
 from .evidence.seeds import group_key
 from .render import Column, latex_escape, to_csv, to_html, to_latex
 from .study import defense_label
@@ -78,11 +82,15 @@ def group_row(audits: list[Mapping[str, Any]]) -> dict[str, Any]:
     drops = [rec.get("comparisons", {}).get("claim_vs_strongest") for rec in audits]
     summary = iv.over_seeds(d["diff_pp"] for d in drops if d)
     row["drop"], row["drop_sd"] = (summary.mean, summary.sd) if summary.n else (math.nan, math.nan)
-    row["drop_lo"] = min((d["lo_pp"] for d in drops if d), default=math.nan)
-    row["drop_hi"] = max((d["hi_pp"] for d in drops if d), default=math.nan)
     for key, _label in _PER_ATTACK:
         row[key] = iv.over_seeds(rec["accuracy"].get(key) for rec in audits).mean
-    verdicts = {name: iv.across_seeds(af.verdict_of(rec["flags"][name]) for rec in audits) for name in af.FLAG_NAMES}
+    pooled, pooled_drop = _pooled(audits)
+    row["drop_lo"], row["drop_hi"] = (pooled_drop.lo_pp, pooled_drop.hi_pp) if pooled_drop else (math.nan, math.nan)
+    verdicts = {
+        name: af.combine_seeds([af.verdict_of(rec["flags"][name]) for rec in audits], pooled[name].verdict if pooled else iv.NOT_CHECKED)
+        if len(audits) > 1 else af.verdict_of(first["flags"][name])
+        for name in af.FLAG_NAMES
+    }
     for name, verdict in verdicts.items():
         row[f"flag_{name}"] = verdict
     collapsed = sum(bool(rec.get("claimed", {}).get("training_collapsed")) for rec in audits)
@@ -91,6 +99,26 @@ def group_row(audits: list[Mapping[str, Any]]) -> dict[str, Any]:
     row["flags"] = ", ".join(marks) or "none"
     row["masking_suspected"] = "yes" if iv.RAISED in verdicts.values() else "within noise" if iv.WITHIN_NOISE in verdicts.values() else "no"
     return row
+
+
+def _pooled(audits: list[Mapping[str, Any]]) -> tuple[dict[str, af.Flag] | None, iv.Paired | None]:
+    """The flags and the claim-vs-strongest comparison on the seeds' audited images pooled (each
+    seed's model on the same images: one image per seed and image), or (None, None) without per-image results."""
+    try:
+        per_seed = [record_masks(rec, f"audit of {rec.get('model_id', '?')}")[1] for rec in audits]
+    except PipelineError:
+        return None, None
+    keys = set.intersection(*(set(m) for m in per_seed))
+    masks = {key: np.concatenate([m[key] for m in per_seed]) for key in keys}
+    first = audits[0]
+    flags = af.flags_from_masks(masks, first["settings"], first.get("claim_attacks", {}), (first.get("large_eps") or {}).get("ceiling"))
+    claims = {k: masks[f"record_whitebox_{name}"] for k, names in first.get("claim_attacks", {}).items() for name in names
+              if f"record_whitebox_{name}" in masks}
+    drop = None
+    if claims and "strongest" in masks:
+        claim = min(claims.values(), key=lambda m: float(np.mean(m)))
+        drop = iv.paired(claim, masks["strongest"], first["settings"]["level"])
+    return flags, drop
 
 
 def table_rows(audits: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -116,9 +144,10 @@ def table_caption(audits: list[Mapping[str, Any]]) -> str:
         f"APGD {aa['apgd_iter']} it., {aa['apgd_t_targets']} targets; FAB-T {aa['fab_iter']} it., {aa['fab_targets']} targets; Square "
         f"{aa['square_queries']} queries). Strongest: per image, the worst case over every audit attack (AutoAttack, PGD {pg['steps']} "
         f"steps x {pg['restarts']} restarts on {', '.join(pg['losses'])}, PGD sweep {s['sweep_steps']}) and every attack of the "
-        f"evaluation record (white-box and black-box). Drop = lower claim - strongest, image by image. Flags ({flags}) decided per seed "
-        f"against their 95% interval (Wilson; paired McNemar on the same images) and across seeds: a letter = raised in every seed, "
-        f"'?' = within noise (an interval straddles the threshold, or the seeds disagree)."
+        f"evaluation record (white-box and black-box). Drop = lower claim - strongest, image by image (interval: the seeds' images "
+        f"pooled). Flags ({flags}) decided against their 95% interval (Wilson; paired on the same images) per seed and on the seeds' "
+        f"images pooled: a letter = raised; '?' = within noise (above the threshold but not beyond its interval, or seeds on both "
+        f"sides of it); differences of at most {s.get('min_effect_pp', 0):g} points count for no flag (a, b, d)."
     )
 
 

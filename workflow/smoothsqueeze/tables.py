@@ -26,7 +26,7 @@ from . import paper
 from . import study
 from .artifacts import atomic_path
 from .errors import PipelineError
-from .evidence.seeds import aggregate_rows
+from .evidence.seeds import aggregate_rows, group_key
 from .render import STAT_PARTS, Column, latex_escape, missing, to_csv, to_html, to_latex
 
 #: Identity columns of a row file; the accuracy columns (train, test, whitebox_*, blackbox_*)
@@ -253,9 +253,34 @@ def _merge_notes(notes: list[Any]) -> str:
     return "; ".join(out)
 
 
+#: The mark of a grid entry whose black-box columns leave out its seed that crafted the sets.
+SOURCE_LEFT_OUT = "black-box columns: the other seeds' transfers (the source seed's own are white-box)"
+
+
 def group_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per grid entry: the mean over its seeds, `_sd`, the pooled Wilson `_lo`/`_hi`, `seeds` (evidence.seeds)."""
-    return aggregate_rows(rows, metric_columns(rows), _images, _merge_notes)
+    """One row per grid entry: the mean over its seeds, `_sd`, the pooled Wilson `_lo`/`_hi`, `seeds` (evidence.seeds).
+
+    The black-box source's own black-box numbers are white-box: in a grid entry with other seeds
+    they are left out of its black-box columns (the other seeds' are transfers, as the paper's are).
+    """
+    if rows.empty or "note" not in rows.columns:
+        return aggregate_rows(rows, metric_columns(rows), _images, _merge_notes)
+    rows = rows.copy()
+    groups = [group_key(r) for r in rows.to_dict("records")]
+    sizes = pd.Series(groups).value_counts()
+    blackbox = [c for c in metric_columns(rows) if c.startswith("blackbox_")]
+    for i, group in enumerate(groups):
+        if sizes[group] > 1 and SOURCE in marks(rows.at[i, "note"]):
+            rows.loc[i, blackbox] = math.nan
+            rows.at[i, "note"] = "; ".join([m for m in marks(rows.at[i, "note"]) if m != SOURCE] + [SOURCE_LEFT_OUT])
+    out = aggregate_rows(rows, metric_columns(rows), _images, _merge_notes)
+    out["note"] = [_source_note(n) for n in out["note"]]
+    return out
+
+
+def _source_note(note: Any) -> str:
+    """'black-box columns: ...' once, without the '1 of 3 seeds ...' count."""
+    return "; ".join(m for m in marks(note) if not re.fullmatch(rf"\d+ of \d+ seeds {re.escape(SOURCE_LEFT_OUT)}", m))
 
 
 def study_frame(name: str, rows: pd.DataFrame, spec: dict[str, Any]) -> tuple[list[Column], pd.DataFrame]:
