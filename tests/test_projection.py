@@ -87,7 +87,7 @@ def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
     assert nat["train_runtime_min"] == projection.job_runtime_minutes(nat["train_s"])
     assert by_model["blackbox:fgsm_cw"]["craft_blackbox_runtime_min"] == projection.MINIMUM_MIN
     line = projection.summary_line(rows, t)
-    assert line.startswith("projection digits on test CPU:") and "device-hours for 9 models" in line
+    assert line.startswith("projection digits on test CPU:") and f"device-hours for {len(ids)} models" in line
     assert "largest model pgd10-eps0.2-step0.05_k1000" in line
 
 
@@ -129,7 +129,7 @@ def test_written_projection_gives_each_job_its_runtime(config: dict, tmp_path: P
     with out.open() as handle:
         written = list(csv.DictReader(handle))
     assert list(written[0]) == list(projection.COLUMNS) and len(written) == len(rows)
-    assert float(written[-1]["device_hours"]) == pytest.approx(rows[-1]["device_hours"], rel=1e-3)
+    assert float(written[-1]["device_hours"]) == pytest.approx(rows[-1]["device_hours"], abs=0.05)  # written to 0.1 h
     adv = "pgd10-eps0.2-step0.05_k1000"
     expected = projection.job_runtime_minutes(1000 * 10.0 + 1797 * 1e-4)
     assert projection.runtime_minutes(out, adv, "train") == expected > 120  # longer than the Slurm profile's default
