@@ -20,6 +20,29 @@ from smoothsqueeze.study import GPU_SLOTS_ENV, Plan
 
 prepare_job_environment(PACKAGE_ROOT)
 
+# One fork server per local run imports torch once for every job (smoothsqueeze.jobserver);
+# never for dry runs (onstart does not run) or jobs on cluster nodes. SMOOTHSQUEEZE_JOBSERVER=off turns it off.
+_JOBSERVER = {}
+
+
+onstart:
+    if workflow.is_main_process and workflow.local_exec:
+        from smoothsqueeze import jobserver
+
+        _JOBSERVER["server"] = jobserver.start()
+
+
+onsuccess:
+    from smoothsqueeze import jobserver
+
+    jobserver.stop(_JOBSERVER.pop("server", None))
+
+
+onerror:
+    from smoothsqueeze import jobserver
+
+    jobserver.stop(_JOBSERVER.pop("server", None))
+
 
 configfile: "config.yaml"
 

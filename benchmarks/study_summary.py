@@ -16,7 +16,6 @@ results/<study>/{records,analysis,audit}/<model>.json, never typed.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -148,13 +147,12 @@ def machines(study: str, results: Path) -> list[str]:
     return [f"{machine} ({count} records)" for machine, count in seen.items()]
 
 
-def benchmarked_cpu_seconds(study: str, results: Path) -> float | None:
-    """CPU seconds of the study's benchmarked jobs (Snakemake's benchmark files: train, black-box, evaluate)."""
+def training_cpu_seconds(study: str, results: Path, config: dict) -> float | None:
+    """CPU seconds of the training loops (each model's metrics.json: the job's own count, also when the fork server ran it)."""
     total = 0.0
-    for tsv in (results / study / "benchmarks").rglob("*.tsv"):
-        with tsv.open() as fh:
-            for row in csv.DictReader(fh, delimiter="\t"):
-                total += float(row.get("cpu_time", 0) or 0)
+    for model in Plan(config).model_ids(study):
+        metrics = _read(results / study / "models" / model / "metrics.json")
+        total += float((metrics or {}).get("cpu_seconds") or 0)
     return total or None
 
 
@@ -180,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_seed:
         print()
         print("\n".join(per_seed_lines(args.study, results, config)))
-    cpu = benchmarked_cpu_seconds(args.study, results)
+    cpu = training_cpu_seconds(args.study, results, config)
     if cpu:
-        print(f"CPU time of the benchmarked jobs (train, black-box, evaluate): {cpu:.0f} s")
+        print(f"Training CPU time, all models (metrics.json): {cpu:.0f} s")
     return 0
 
 

@@ -215,6 +215,18 @@ def _check_training_budget(worst: torch.Tensor, iteration: int) -> None:
         raise AttackBudgetError(f"a training-time PGD batch before iteration {iteration} left its L-inf ball or [0, 1] by {excess:.3g}")
 
 
+def _max_rss_mb() -> float | None:
+    """Peak resident memory of this process in MB (Linux and macOS), None where unknown."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    except (ImportError, OSError, ValueError):
+        return None
+
+
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -551,6 +563,8 @@ def run(settings: dict[str, Any], data_path: str | Path, checkpoint: str | Path,
     metrics["wall_seconds"] = time.perf_counter() - started
     # CPU seconds of this process (all its threads): unlike wall time, not inflated by other jobs sharing the cores.
     metrics["cpu_seconds"] = time.process_time() - started_cpu
+    # This process's peak memory (a job run by the fork server is not what Snakemake's benchmark measures).
+    metrics["max_rss_mb"] = _max_rss_mb()
     write_json(outputs["settings"], {"settings": settings, "data": str(data_path), "data_sha256": data_sha256, "provenance": provenance(dev, "train")})
     write_json(outputs["metrics"], metrics)
     # The checkpoint is written last: a later stage reads model.pt only, and it exists only when all outputs do.
