@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterator
 
+import pandas as pd
 import pytest
 import torch
 
@@ -450,6 +451,32 @@ def test_the_guard_flags_a_planted_collapse_and_keeps_the_best_checkpoint(digits
     assert status["overfitted"] and not status["collapsed"] and "catastrophic overfitting" in status["reason"]
     record = {"model_id": "m", "training": status}
     assert tables.row_note(record) == tables.OVERFITTED
+
+
+def test_an_overfitted_model_is_marked_by_the_evaluate_stage(digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train (planted collapse of the check) -> metrics.json -> `python -m smoothsqueeze evaluate --metrics` -> record -> row mark."""
+    from smoothsqueeze.checkpoints import save_model
+    from smoothsqueeze.cli import main
+
+    _scripted_check(monkeypatch, iter([40.0, 1.0]), [])
+    entry = {"k": 4, **FGSM_RS}
+    model, metrics = train_model(recipe_settings(FGSM_RS, 4, robust_check={"every": 2, "n_images": 60, "steps": 1}), digits, tmp_path / "w", CPU, log=_quiet)
+    ckpt, metrics_path, data_path, out = tmp_path / "model.pt", tmp_path / "metrics.json", tmp_path / "digits.npz", tmp_path / "record.json"
+    save_model(ckpt, model, "madry_cnn", digits.image_shape, 10)
+    metrics_path.write_text(json.dumps(metrics))
+    prepare_digits(data_path)
+    info = {"study": "digits", "model_id": study.model_id(entry), "entry": entry, "eps": 0.2, "blackbox_source": "natural_k1500"}
+    spec = json.dumps({"whitebox": [], "batch_size": 500, "max_examples": 20, "seed": 0, "info": info})
+    args = ["evaluate", "--spec", spec, "--checkpoint", str(ckpt), "--data", str(data_path), "--out", str(out), "--device", "cpu"]
+    assert main([*args, "--metrics", str(metrics_path)]) == 0
+    record = json.loads(out.read_text())
+    assert record["training"]["overfitted"] and record["training"]["overfitting_reason"] == metrics["guard"]["reason"]
+    row = tables.build_row(record)
+    assert tables.OVERFITTED in tables.marks(row["note"])  # (4 iterations: training collapsed too)
+    _, frame = tables.study_frame("whitebox", pd.DataFrame([row]), {"whitebox": [], "blackbox": []})
+    assert tables.OVERFITTED in tables.marks(frame["note"][0])  # kept in tables without black-box columns too
+    assert main(args) == 0  # without --metrics (a hand-run evaluation): not marked
+    assert not json.loads(out.read_text())["training"]["overfitted"]
 
 
 def test_the_guard_trains_on_the_rest_of_the_training_split(digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
