@@ -595,3 +595,17 @@ def test_the_cost_table_sets_passes_and_seconds_beside_the_natural_model_of_the_
     assert frame.loc["fgsmrs", "passes_vs_natural"] == pytest.approx(2.4) and frame.loc["pgd10", "passes_vs_natural"] == pytest.approx(11)
     assert frame.loc["fgsmrs", "cpu_s_vs_natural"] == pytest.approx(1.7) and frame.loc["pgd10", "wall_s_vs_natural"] == pytest.approx(8)
     assert math.isnan(frame.loc["pgd10_k50", "passes_vs_natural"])  # no natural model of k 50
+
+
+def test_a_single_step_model_is_never_the_papers_pgd_baseline() -> None:
+    """paper.match's Madry row is PGD-trained: an FGSM-RS model at the paper's eps is no candidate, PGD-2 is."""
+    from smoothsqueeze import paper
+
+    def rows(*adversarial: dict) -> pd.DataFrame:
+        entries = [{"k": 100}] + [{"k": 100, "adversarial": a} for a in adversarial]
+        return pd.DataFrame([tables.build_row({"study": "s", "model_id": study.model_id(e), "entry": e, "accuracy": {"train": 0, "test": 0},
+                                               "eps": 0.3, "blackbox_source": "natural_k100"}) for e in entries])
+
+    fgsm = {"method": "fgsm_rs", "eps": 0.3, "steps": 1, "step_size": 0.375}
+    assert paper._adversarial(rows(fgsm), 0.3, None) is None
+    assert paper._adversarial(rows(fgsm, {"steps": 2, "step_size": 0.2, "eps": 0.3}), 0.3, None) == "pgd2-eps0.3-step0.2_k100"
