@@ -42,6 +42,7 @@ def recipe_config(entry: dict, k: int, **train: Any) -> dict:
     config = copy.deepcopy(SHIPPED)
     digits = config["studies"]["digits"]
     digits["grid"] = [copy.deepcopy(entry) | {"k": k}]
+    digits.pop("seeds", None)  # one model: the study seed's
     digits["blackbox"]["source"] = study.model_id(entry | {"k": k})
     digits["train"].update({"log_every": k} | train)
     return sscfg.validate_config(config)
@@ -308,6 +309,15 @@ def test_fgsm_rs_training_trains_on_examples_in_the_eps_ball(digits: Dataset, tm
         assert bound == pytest.approx(0.2) and torch.equal(images, x_adv.contiguous(memory_format=torch.channels_last))
         check_budget(clean, images, 0.2)
         assert (images - clean).abs().amax().item() == pytest.approx(0.2, abs=1e-6)  # attacked up to the edge of the ball
+
+
+def test_fgsm_rs_trains_as_one_step_pgd_from_a_random_start_with_its_step(digits: Dataset, tmp_path: Path) -> None:
+    """Wong et al.'s FGSM-RS is PGD-1 from a random start with step 1.25 eps: the same model, bit for bit,
+    under another id (method names the recipe; the ids differ)."""
+    fgsm, _ = train_model(recipe_settings(FGSM_RS, 6), digits, tmp_path / "fgsm", CPU, log=_quiet)
+    pgd1, _ = train_model(recipe_settings({"adversarial": {"steps": 1, "step_size": 0.25, "eps": 0.2}}, 6), digits, tmp_path / "pgd1", CPU, log=_quiet)
+    assert _state_hash(fgsm) == _state_hash(pgd1)
+    assert study.model_id({"k": 6, **FGSM_RS}) != study.model_id({"k": 6, "adversarial": {"steps": 1, "step_size": 0.25, "eps": 0.2}})
 
 
 def test_nfgsm_training_leaves_the_eps_ball_within_its_own_bound(digits: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
