@@ -42,6 +42,9 @@ TRAIN_CASES = [
     ("amp", {}, {}, {"amp": True}),
     ("channels_last", {}, {}, {"channels_last": True}),
     ("fused_optimizer", {}, {}, {"fused_optimizer": True}),
+    ("lr_schedule", {}, {}, {"lr_schedule": "cyclic"}),
+    ("lr_peak", {}, {"lr_schedule": "cyclic"}, {"lr_schedule": "cyclic", "lr_peak": 0.7}),
+    ("robust_check", {"adversarial": {"method": "fgsm_rs", "eps": 0.2}}, {}, {"robust_check": {"every": 2, "n_images": 100, "steps": 2}}),
 ]
 #: (case, baseline grid entry, variant grid entry): the model's own parameters.
 ENTRY_CASES = [
@@ -54,6 +57,9 @@ ENTRY_CASES = [
     ("adversarial.eps", {"adversarial": {"steps": 2, "step_size": 0.05, "eps": 0.2}}, {"adversarial": {"steps": 2, "step_size": 0.05, "eps": 0.1}}),
     ("adversarial.random_start", {"adversarial": {"steps": 2, "step_size": 0.05, "eps": 0.2}},
      {"adversarial": {"steps": 2, "step_size": 0.05, "eps": 0.2, "random_start": False}}),
+    ("adversarial.method", {"adversarial": {"method": "fgsm_rs", "eps": 0.2, "step_size": 0.2}}, {"adversarial": {"method": "nfgsm", "eps": 0.2, "step_size": 0.2}}),
+    ("adversarial.eps_warmup", {"adversarial": {"method": "fgsm_rs", "eps": 0.2}}, {"adversarial": {"method": "fgsm_rs", "eps": 0.2, "eps_warmup": 0.5}}),
+    ("adversarial.noise_factor", {"adversarial": {"method": "nfgsm", "eps": 0.2}}, {"adversarial": {"method": "nfgsm", "eps": 0.2, "noise_factor": 1.0}}),
 ]
 
 

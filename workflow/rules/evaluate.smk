@@ -31,6 +31,8 @@ rule craft_blackbox:
 rule evaluate:
     input:
         checkpoint=lambda w: plan.paths.checkpoint(w.study, w.model),
+        # The training's robust check (train.robust_check): a model that overfitted catastrophically is marked in its record.
+        metrics=lambda w: plan.paths.metrics(w.study, w.model),
         data=lambda w: plan.dataset_file(w.study),
         blackbox=lambda w: [plan.paths.blackbox(w.study, n) for n in plan.blackbox_names(w.study)],
     output:
@@ -51,4 +53,4 @@ rule evaluate:
         plan.paths.benchmark("{study}", "evaluate", "{model}")
     shell:
         "SMOOTHSQUEEZE_GPU_JOB_SLOTS={params.gpu_job_slots} python -m smoothsqueeze evaluate --spec {params.spec:q} --checkpoint {input.checkpoint:q} "
-        "--data {input.data:q} --blackbox {params.sets:q} --out {output:q} > {log:q} 2>&1"
+        "--data {input.data:q} --metrics {input.metrics:q} --blackbox {params.sets:q} --out {output:q} > {log:q} 2>&1"

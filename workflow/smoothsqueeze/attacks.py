@@ -1,4 +1,5 @@
-"""L-inf attacks on images in [0, 1]: FGSM and PGD on the cross-entropy or CW margin loss.
+"""L-inf attacks on images in [0, 1]: FGSM and PGD on the cross-entropy or CW margin loss, and N-FGSM
+(a training attack that leaves the eps ball on purpose; its own bound: `nfgsm_bound`).
 
 Threat model as in Madry et al. (2017): perturbations in the L-inf ball of radius `eps`
 around the clean image, clipped to the pixel range [0, 1]. Every returned batch can be
@@ -114,6 +115,39 @@ def _pgd_once(
         grad = _input_gradient(model, x_adv, labels, loss)
         x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
     return x_adv.detach()
+
+
+def nfgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float,
+    step_size: float,
+    noise_factor: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """N-FGSM (de Jorge et al., "Make Some Noise", NeurIPS 2022; code: pdejorge/N-FGSM), a training attack.
+
+    Noise uniform in [-noise_factor * eps, noise_factor * eps] (clipped to [0, 1]), then one step of
+    `step_size` along the sign of the x-ent gradient there, clipped to [0, 1] and NOT projected back
+    onto the eps ball: the result may lie up to :func:`nfgsm_bound` (noise_factor * eps + step_size)
+    from `x`, beyond eps. Not a threat-model attack: never use it to measure robustness at eps.
+
+    Example::
+
+        x_adv = nfgsm(model, x, y, eps=0.3, step_size=0.3, noise_factor=2.0)
+        check_budget(x, x_adv, nfgsm_bound(0.3, 0.3, 2.0))
+    """
+    x = x.detach()
+    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    start = (x + (2 * noise - 1) * (noise_factor * eps)).clamp_(0.0, 1.0)
+    grad = _input_gradient(model, start, labels, "xent")
+    return (start + step_size * grad.sign()).clamp_(0.0, 1.0).detach()
+
+
+def nfgsm_bound(eps: float, step_size: float, noise_factor: float = 2.0) -> float:
+    """The L-inf distance an N-FGSM example can reach from its clean image: noise_factor * eps + step_size."""
+    return noise_factor * eps + step_size
 
 
 def correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:

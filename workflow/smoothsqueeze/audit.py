@@ -256,6 +256,7 @@ def claimed_results(record: Mapping[str, Any], n: int) -> dict[str, Any]:
         "whitebox_all": section("whitebox_", masks), "blackbox_all": section("blackbox_", masks),
         "test": on_audited.get("test"), "n": n, "n_record": len(indices),
         "training_collapsed": bool(record.get("training", {}).get("collapsed", False)),
+        "training_overfitted": bool(record.get("training", {}).get("overfitted", False)),
     }
     for loss in ("xent", "cw"):
         names = sorted(name for name, spec in specs.items() if spec.get("method") == "pgd" and spec.get("loss") == loss and name in out["whitebox"])

@@ -95,6 +95,8 @@ def group_row(audits: list[Mapping[str, Any]]) -> dict[str, Any]:
         row[f"flag_{name}"] = verdict
     collapsed = sum(bool(rec.get("claimed", {}).get("training_collapsed")) for rec in audits)
     marks = (["training collapsed" + (f" ({collapsed} of {len(audits)} seeds)" if collapsed < len(audits) else "")] if collapsed else [])
+    overfitted = sum(bool(rec.get("claimed", {}).get("training_overfitted")) for rec in audits)
+    marks += (["catastrophic overfitting" + (f" ({overfitted} of {len(audits)} seeds)" if overfitted < len(audits) else "")] if overfitted else [])
     marks += [af.FLAG_LABELS[name].split(":")[0] + _MARKS[v] for name, v in verdicts.items() if v in _MARKS]
     row["flags"] = ", ".join(marks) or "none"
     row["masking_suspected"] = "yes" if iv.RAISED in verdicts.values() else "within noise" if iv.WITHIN_NOISE in verdicts.values() else "no"

@@ -101,6 +101,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--blackbox", nargs="*", default=[], metavar="NAME=PATH", help="stored black-box sets")
+    p.add_argument("--metrics", default=None, help="the model's training metrics.json (its robust check's verdict goes into the record)")
     p.add_argument("--out", required=True)
     _device(p)
 
@@ -119,7 +120,7 @@ def named_paths(items: list[str], option: str) -> dict[str, str]:
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
-    evaluate(args.spec, args.checkpoint, args.data, named_paths(args.blackbox, "--blackbox"), args.out, args.device)
+    evaluate(args.spec, args.checkpoint, args.data, named_paths(args.blackbox, "--blackbox"), args.out, args.device, metrics=args.metrics)
 
 
 def _analysis_args(p: argparse.ArgumentParser) -> None:

@@ -209,6 +209,9 @@ def _cross_check(config: dict[str, Any]) -> None:
         for index, entry in enumerate(study["grid"]):
             if entry.get("seed") is not None and entry.get("seeds"):
                 raise ConfigError(f"config error: studies.{name}.grid[{index}]: give either seed (one model) or seeds (one model per seed), not both")
+            if entry.get("adversarial"):
+                _complete_adversarial(entry["adversarial"], f"studies.{name}.grid[{index}].adversarial")
+        _check_schedule(study["train"], f"studies.{name}.train")
         seen: set[str] = set()
         ids = []
         for index, entry in enumerate(study["grid"]):
@@ -229,6 +232,35 @@ def _cross_check(config: dict[str, Any]) -> None:
         if study["train"].get("adversarial_amp") and not study["train"].get("amp"):
             raise ConfigError(f"config error: studies.{name}.train.adversarial_amp = true needs train.amp = true "
                               "(it crafts training-time PGD under the training forward's bf16 autocast)")
+
+
+def _complete_adversarial(adv: dict[str, Any], where: str) -> None:
+    """Check an `adversarial:` block's method-specific keys and fill in the single-step methods' defaults (in place).
+
+    fgsm_rs / nfgsm take one step (`steps` left out or 1, filled in as 1) and default step sizes (1.25 eps, eps);
+    noise_factor belongs to nfgsm alone; neither single-step method runs without its random start / noise.
+    """
+    method = plan.adversarial_method(adv)
+    if method != "nfgsm" and "noise_factor" in adv:
+        raise ConfigError(f"config error: {where}.noise_factor = {adv['noise_factor']!r}: only method nfgsm has noise (method is {method!r})")
+    if method == "pgd":
+        return
+    if adv.get("steps", 1) != 1:
+        raise ConfigError(f"config error: {where}.steps = {adv['steps']!r}: method {method} takes one step (leave steps out)")
+    if not adv.get("random_start", True):
+        raise ConfigError(f"config error: {where}.random_start = false: method {method} always starts from random noise "
+                          "(plain FGSM training is not offered)")
+    adv["steps"] = 1
+    adv["step_size"] = plan.adversarial_step_size(adv)
+    if method == "nfgsm":
+        adv["noise_factor"] = plan.noise_factor(adv)
+
+
+def _check_schedule(train: dict[str, Any], where: str) -> None:
+    """lr_schedule cyclic has no milestones: a study that sets both would silently lose one of them."""
+    if train.get("lr_schedule") == "cyclic" and train.get("lr_milestones"):
+        raise ConfigError(f"config error: {where}.lr_milestones = {train['lr_milestones']!r}: lr_schedule cyclic takes no milestones "
+                          "(set lr_milestones: [] or lr_schedule: piecewise)")
 
 
 def _check_budgets(study: dict[str, Any], where: str) -> None:

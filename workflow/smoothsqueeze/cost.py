@@ -2,7 +2,10 @@
 regularized training costs against PGD adversarial training on the same machine.
 
 The paper's central claim is cost: regularizers train at the price of natural training, PGD-k
-adversarial training at roughly (k + 1)x. This table measures it from the jobs that ran.
+adversarial training at roughly (k + 1)x. This table measures it from the jobs that ran, and counts
+it exactly: forward-backward passes of a training batch (1 per iteration natural or regularised,
+k + 1 for PGD-k, 2 for FGSM-RS and N-FGSM, plus the robust checks' passes), each set beside the
+natural model of the same study and k (passes and measured seconds), where the study has one.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pandas as pd
 from .artifacts import atomic_path, read_json
 from .errors import PipelineError
 from .render import Column, latex_escape, to_csv, to_html, to_latex
-from .study import coarse_kind
+from .study import adversarial_name, coarse_kind, passes_per_iteration
 
 
 def read_benchmark(path: str | Path) -> dict[str, float]:
@@ -29,9 +32,21 @@ def read_benchmark(path: str | Path) -> dict[str, float]:
 
 
 def kind_of(entry: dict[str, Any]) -> str:
-    """natural | regularized | adversarial (PGD-n): the plan's coarse kind, with the attack steps."""
+    """natural | regularized | adversarial (PGD-n | FGSM-RS | N-FGSM): the plan's coarse kind, with the training attack."""
     coarse = coarse_kind(entry)
-    return f"{coarse} (PGD-{entry['adversarial']['steps']})" if coarse == "adversarial" else coarse
+    return f"{coarse} ({adversarial_name(entry['adversarial'])})" if coarse == "adversarial" else coarse
+
+
+def passes(settings: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Forward-backward passes of one model: per iteration, in training, and in all (training + robust checks).
+
+    From metrics.json where training wrote them; a model trained before it did is counted from its
+    settings (no robust check then existed).
+    """
+    ppi = metrics.get("passes_per_iteration", passes_per_iteration(settings.get("adversarial")))
+    training = metrics.get("training_passes", settings["k"] * ppi)
+    return {"passes_per_iteration": ppi, "training_passes": training, "check_passes": metrics.get("check_passes", 0),
+            "total_passes": training + metrics.get("check_passes", 0)}
 
 
 def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:
@@ -49,6 +64,10 @@ def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:
                 "model": settings["model_id"],
                 "kind": kind_of(settings["config_entry"]),
                 "k": settings["k"],
+                **passes(settings, metrics),
+                "_natural": coarse_kind(settings["config_entry"]) == "natural",
+                "_loop_wall": loop_wall,
+                "_loop_cpu": loop_cpu,
                 "train_job_s": round(train["s"], 2),
                 "train_loop_s_per_1k_iter": round(1000 * loop_wall / settings["k"], 3),
                 "train_loop_cpu_s_per_1k_iter": round(1000 * loop_cpu / settings["k"], 3),
@@ -62,7 +81,17 @@ def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:
     regularized = [r["train_loop_cpu_s_per_1k_iter"] for r in rows if r["kind"] in ("regularized", "natural")]
     base = statistics.median(regularized) if regularized else float("nan")
     frame["cost_vs_regularized"] = (frame["train_loop_cpu_s_per_1k_iter"] / base).round(2)
-    return frame
+    for column, measure in (("passes_vs_natural", "total_passes"), ("cpu_s_vs_natural", "_loop_cpu"), ("wall_s_vs_natural", "_loop_wall")):
+        frame[column] = [_vs_natural(frame, row, measure) for _, row in frame.iterrows()]
+    return frame.drop(columns=["_natural", "_loop_wall", "_loop_cpu"])
+
+
+def _vs_natural(frame: pd.DataFrame, row: pd.Series, measure: str) -> float:
+    """`measure` of a row over that of the natural model of the same k (the median of several, e.g. seeds); NaN without one."""
+    natural = frame[frame["_natural"] & (frame["k"] == row["k"])][measure]
+    if natural.empty or not statistics.median(natural) > 0:
+        return float("nan")
+    return round(float(row[measure]) / statistics.median(natural), 2)
 
 
 COLUMNS = [
@@ -75,6 +104,13 @@ COLUMNS = [
     Column("evaluate_job_s", "eval. job (s)", r"\shortstack{Eval.\\job (s)}", fmt="raw"),
     Column("train_max_rss_mb", "max RSS (MB)", r"\shortstack{Max RSS\\(MB)}", fmt="raw"),
     Column("cost_vs_regularized", "cost vs. regularized", r"\shortstack{Cost vs.\\reg.}", fmt="raw"),
+    Column("passes_per_iteration", "passes / iter.", r"\shortstack{Passes\\/ it.}", fmt="raw"),
+    Column("training_passes", "training passes", fmt="raw", in_tex=False),
+    Column("check_passes", "robust-check passes", fmt="raw", in_tex=False),
+    Column("total_passes", "passes (training + checks)", r"\shortstack{Passes\\(all)}", fmt="raw"),
+    Column("passes_vs_natural", "passes vs. natural, same k", r"\shortstack{Passes vs.\\natural}", fmt="raw"),
+    Column("cpu_s_vs_natural", "CPU s vs. natural, same k", r"\shortstack{CPU s vs.\\natural}", fmt="raw"),
+    Column("wall_s_vs_natural", "wall s vs. natural, same k", r"\shortstack{Wall s vs.\\natural}", fmt="raw"),
 ]
 
 
@@ -83,7 +119,10 @@ def write_tables(frame: pd.DataFrame, study: str, csv_path: str | Path, tex_path
     title = "Measured cost of every model"
     caption = (
         f"Study {study}: per-iteration training CPU time relative to the median regularized/natural model "
-        "(ratios use CPU time: on a shared machine wall time also counts other jobs' load)."
+        "(ratios use CPU time: on a shared machine wall time also counts other jobs' load); forward-backward passes of a "
+        "training batch (per iteration: 1 natural or regularised, k + 1 for PGD-k, 2 for FGSM-RS and N-FGSM; in all: "
+        "training plus the robust checks), and passes and the training loop's CPU and wall seconds relative to the natural "
+        "model of the same k ('--' where the study has none)."
     )
     tex_caption = f"Measured cost of every model of the {latex_escape(study)} study (per-iteration training CPU time relative to the median regularized/natural model)."
     texts = [(csv_path, to_csv(COLUMNS, frame)), (tex_path, to_latex(COLUMNS, frame, tex_caption, f"tab:{study}-cost", resize=True))]

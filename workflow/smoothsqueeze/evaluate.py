@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import read_npz, sha256_file, write_json, write_npz
+from .artifacts import read_json, read_npz, sha256_file, write_json, write_npz
 from .attacks import check_budget, correct, pgd
 from .data import Dataset
 from .errors import PipelineError
@@ -27,11 +27,13 @@ from .provenance import provenance
 COLLAPSE_FACTOR = 2.0
 
 
-def training_status(train_accuracy: float, num_classes: int) -> dict[str, Any]:
-    """Whether a model failed to train: training accuracy below twice chance (20% for 10 classes).
+def training_status(train_accuracy: float, num_classes: int, guard: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Whether a model failed to train: training accuracy below twice chance (20% for 10 classes); and
+    whether its training's robust check (`guard`: metrics.json's "guard", train.robust_check) saw
+    catastrophic overfitting.
 
     Such a model is not a robustness result: the tables, the audit table and the report mark it
-    'training collapsed' wherever its numbers appear.
+    'training collapsed' (or 'catastrophic overfitting') wherever its numbers appear.
     """
     threshold = COLLAPSE_FACTOR * 100.0 / num_classes
     collapsed = bool(train_accuracy < threshold)
@@ -39,7 +41,13 @@ def training_status(train_accuracy: float, num_classes: int) -> dict[str, Any]:
         f"training collapsed: training accuracy {train_accuracy:.2f}% < {threshold:.0f}% (twice chance)" if collapsed
         else f"trained: training accuracy {train_accuracy:.2f}% >= {threshold:.0f}% (twice chance)"
     )
-    return {"collapsed": collapsed, "reason": reason, "threshold": threshold, "train_accuracy": train_accuracy}
+    overfitted = bool(guard and guard.get("overfitting_detected"))
+    status = {"collapsed": collapsed, "reason": reason, "threshold": threshold, "train_accuracy": train_accuracy, "overfitted": overfitted}
+    if guard:
+        status["overfitting_reason"] = str(guard.get("reason", ""))
+        if overfitted:
+            status["reason"] = f"{reason}; {status['overfitting_reason']}"
+    return status
 
 
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
@@ -104,7 +112,7 @@ def load_blackbox_set(path: str | Path, data: Dataset) -> tuple[torch.Tensor, to
 
 def evaluate(
     spec: Mapping[str, Any], checkpoint: str | Path, data_path: str | Path, blackbox_sets: Mapping[str, str | Path],
-    out: str | Path, device: str | None = None,
+    out: str | Path, device: str | None = None, metrics: str | Path | None = None,
 ) -> dict[str, Any]:
     """Clean, white-box and black-box accuracy of one model; writes one JSON record.
 
@@ -126,9 +134,12 @@ def evaluate(
         "train": accuracy(model, data.x_train, data.y_train, data.max_value, batch_size),
         "test": score("test", data.scale(data.x_test[:n].to(device)), data.y_test[:n]),
     }
-    training = training_status(acc["train"], data.num_classes)
+    guard = read_json(metrics).get("guard") if metrics is not None else None  # the training's robust check (train.robust_check)
+    training = training_status(acc["train"], data.num_classes, guard)
     if training["collapsed"]:
         print(f"WARNING: {training['reason']}; its robustness numbers are marked 'training collapsed' everywhere", flush=True)
+    if training["overfitted"]:
+        print(f"WARNING: {training['overfitting_reason']}; its robustness numbers are marked 'catastrophic overfitting' everywhere", flush=True)
     details: dict[str, Any] = {"whitebox": {}, "blackbox": {}}
     for attack in spec["whitebox"]:
         x_adv, y = attack_dataset(model, data, attack, n, batch_size, seed)

@@ -147,6 +147,8 @@ def _adversarial(rows: pd.DataFrame, eps01: float, paper_k: float | None, source
     white-box (the paper's black-box Madry numbers are transfers between two models).
     """
     adv = rows[(rows["kind"] == "adversarial") & _plain(rows)]
+    if "defense" in adv.columns:  # PGD training only, not FGSM-RS / N-FGSM (study.defense_label; every row file has it)
+        adv = adv[adv["defense"].astype(str).str.startswith("PGD-")]
     adv = adv[[_close(e / u, eps01) for e, u in zip(adv["adv_eps"], adv["pixel_units"])]]
     if adv.empty:
         return None

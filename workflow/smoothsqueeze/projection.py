@@ -74,10 +74,11 @@ class Timings:
 
 
 def train_kind(settings: dict[str, Any]) -> str:
-    """Timing class of a resolved model: 'natural', 'regularized' or 'pgd<steps>'."""
+    """Timing class of a resolved model: 'natural', 'regularized', 'pgd<steps>', 'fgsm_rs' or 'nfgsm'."""
     adv = settings.get("adversarial")
     if adv:
-        return f"pgd{adv['steps']}"
+        method = adv.get("method", "pgd")
+        return f"pgd{adv['steps']}" if method == "pgd" else method
     if settings.get("alpha") or settings.get("beta") or settings.get("sigma01"):
         return "regularized"
     return "natural"
@@ -167,7 +168,8 @@ def time_training(settings: dict[str, Any], device: Any, steps: int = 3, warmup:
     batch = settings["train"]["batch_size"]
     shape = SHAPES[settings["dataset"]][0]
     data = _synthetic(shape, 2 * batch, 16).to(device)
-    train = {**settings["train"], "log_every": warmup, "checkpoint_every": 10**9, "validation_holdout": 0}
+    # No robust check (train.robust_check): it runs every N iterations, not in each timed one, and holds out images.
+    train = {**settings["train"], "log_every": warmup, "checkpoint_every": 10**9, "validation_holdout": 0, "robust_check": None}
     timed = {**settings, "k": k, "train": train}
     stamps: list[float] = []
 

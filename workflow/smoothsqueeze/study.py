@@ -4,7 +4,8 @@ Torch-free and I/O-free: the Snakefile imports only this module and `config` whe
 every rule's job spec, path, target list and version comes from here. To follow a setting from
 config.yaml to a table cell, read this module:
 
-- names: `model_id(entry)` (the folder), `kind(entry)` (fine: natural, adv, noise, ls, ls_noise,
+- names: `model_id(entry)` (the folder; `adversarial_tag` for the adversarial-training part, whose
+  `method` is pgd, fgsm_rs or nfgsm: `ADV_METHODS`), `kind(entry)` (fine: natural, adv, noise, ls, ls_noise,
   lsq, lsq_noise, other) and `coarse_kind(entry)` (natural | regularized | adversarial, derived
   from the fine kind), `defense_label` (tables), `legend_label` (figures): all rendered from one
   ordered vocabulary, `VOCABULARY` (+ `ADVERSARIAL`).
@@ -95,6 +96,68 @@ TERMS = {t.key: t for t in VOCABULARY}
 #: Adversarial training: last in a model id, first in a label.
 ADVERSARIAL = "adversarial"
 ADV_KIND = "adv"
+
+
+@dataclass(frozen=True)
+class AdversarialMethod:
+    """How one adversarial-training method (`adversarial.method`) is named, and what it costs."""
+
+    id_prefix: str  # model id: f"{id_prefix}-eps..-step.." ("pgd" adds its steps)
+    name: str  # tables and legends ("FGSM-RS"; "PGD" adds "-<steps>")
+    single_step: bool
+    default_step: float | None  # default step size as a multiple of eps (None: step_size is required)
+
+
+#: `adversarial.method` -> its names. pgd: Madry et al.; fgsm_rs: Wong, Rice and Kolter 2020 (FGSM from a
+#: uniform random start, step 1.25 eps, projected back to the eps ball); nfgsm: de Jorge et al. 2022
+#: (noise uniform in noise_factor * eps, a step of eps, no projection back to the eps ball).
+ADV_METHODS: dict[str, AdversarialMethod] = {
+    "pgd": AdversarialMethod("pgd", "PGD", False, None),
+    "fgsm_rs": AdversarialMethod("fgsmrs", "FGSM-RS", True, 1.25),
+    "nfgsm": AdversarialMethod("nfgsm", "N-FGSM", True, 1.0),
+}
+#: N-FGSM's noise: uniform in [-noise_factor * eps, noise_factor * eps] (de Jorge et al.'s default 2).
+NFGSM_NOISE_FACTOR = 2.0
+
+
+def adversarial_method(adv: Mapping[str, Any] | None) -> str:
+    """An `adversarial:` block's method ('pgd' when it names none, as every block before the methods)."""
+    return (adv or {}).get("method") or "pgd"
+
+
+def adversarial_steps(adv: Mapping[str, Any]) -> int:
+    """Gradient steps of the attack: PGD's `steps`, 1 for the single-step methods."""
+    return 1 if ADV_METHODS[adversarial_method(adv)].single_step else int(adv["steps"])
+
+
+def adversarial_step_size(adv: Mapping[str, Any]) -> float:
+    """The step size in the study's units: `step_size`, else the method's default multiple of eps."""
+    if adv.get("step_size") is not None:
+        return adv["step_size"]
+    default = ADV_METHODS[adversarial_method(adv)].default_step
+    if default is None:
+        raise KeyError("step_size")
+    return default * adv["eps"]
+
+
+def noise_factor(adv: Mapping[str, Any]) -> float:
+    """N-FGSM's noise as a multiple of eps."""
+    value = adv.get("noise_factor")
+    return NFGSM_NOISE_FACTOR if value is None else value
+
+
+def passes_per_iteration(adv: Mapping[str, Any] | None) -> int:
+    """Forward-backward passes of one training batch per iteration: 1 without adversarial training,
+    steps + 1 with (PGD-k: k + 1; FGSM-RS and N-FGSM: 2)."""
+    return 1 if not adv else adversarial_steps(adv) + 1
+
+
+def adversarial_name(adv: Mapping[str, Any]) -> str:
+    """'PGD-10', 'FGSM-RS' or 'N-FGSM'."""
+    method = adversarial_method(adv)
+    return f"PGD-{adv['steps']}" if method == "pgd" else ADV_METHODS[method].name
+
+
 #: Fine kinds: the combinations the paper has; anything else is "other".
 FINE_KINDS = ("natural", "adv", "noise", "ls", "ls_noise", "lsq", "lsq_noise")
 KIND_NAMES = {"natural": "natural", "adv": "adversarial", "noise": "noise", "ls": "LS", "ls_noise": "LS + noise",
@@ -121,8 +184,7 @@ def model_id(entry: Mapping[str, Any]) -> str:
     parts = [f"{t.id_prefix}{num(entry[t.key])}" for t in _present(entry)]
     adv = entry.get(ADVERSARIAL)
     if adv:
-        tag = f"pgd{adv['steps']}-eps{num(adv['eps'])}-step{num(adv['step_size'])}"
-        parts.append(tag if adv.get("random_start", True) else tag + "-norand")
+        parts.append(adversarial_tag(adv))
     seed = f"_seed{entry['seed']}" if entry.get("seed") is not None else ""
     return "_".join(parts or ["natural"]) + f"_k{entry['k']}" + seed
 
@@ -162,6 +224,23 @@ def seeds_of(study: Mapping[str, Any]) -> dict[str, list[int]]:
     return out
 
 
+def adversarial_tag(adv: Mapping[str, Any]) -> str:
+    """The model-id part of an `adversarial:` block: 'pgd10-eps0.2-step0.05' (as before the methods),
+    'fgsmrs-eps0.2-step0.25', 'nfgsm-eps0.2-step0.2' ('-noise<f>' when noise_factor is not 2);
+    '-norand' for PGD without a random start, '-warm<f>' with an eps warm-up."""
+    method = adversarial_method(adv)
+    body = f"eps{num(adv['eps'])}-step{num(adversarial_step_size(adv))}"
+    if method == "pgd":
+        tag = f"pgd{adv['steps']}-{body}" + ("" if adv.get("random_start", True) else "-norand")
+    else:
+        tag = f"{ADV_METHODS[method].id_prefix}-{body}"
+        if method == "nfgsm" and noise_factor(adv) != NFGSM_NOISE_FACTOR:
+            tag += f"-noise{num(noise_factor(adv))}"
+    if adv.get("eps_warmup"):
+        tag += f"-warm{num(adv['eps_warmup'])}"
+    return tag
+
+
 def kind(entry: Mapping[str, Any]) -> str:
     """Fine kind: natural | adv | noise | ls | ls_noise | lsq | lsq_noise | other (combinations the paper has no role for)."""
     parts = [t.kind for t in _present(entry)]
@@ -184,7 +263,12 @@ def defense_label(entry: Mapping[str, Any]) -> str:
     parts = [t.short for t in _present(entry)]
     adv = entry.get(ADVERSARIAL)
     if adv:
-        parts.insert(0, f"PGD-{adv['steps']} adv. (eps {adv['eps']:g}, step {adv['step_size']:g})")
+        extra = ""
+        if adversarial_method(adv) == "nfgsm":
+            extra += f", noise {noise_factor(adv):g} eps"
+        if adv.get("eps_warmup"):
+            extra += f", eps warm-up {adv['eps_warmup']:g} k"
+        parts.insert(0, f"{adversarial_name(adv)} adv. (eps {adv['eps']:g}, step {adversarial_step_size(adv):g}{extra})")
     return " + ".join(parts) or "natural"
 
 
@@ -193,7 +277,12 @@ def legend_label(entry: Mapping[str, Any], units: float = 1.0, with_k: bool = Fa
     parts = []
     adv = entry.get(ADVERSARIAL)
     if adv:
-        parts.append(f"PGD-{adv['steps']} adv. ε={units_text(adv['eps'], units)}, step {units_text(adv['step_size'], units)}")
+        text = f"{adversarial_name(adv)} adv. ε={units_text(adv['eps'], units)}, step {units_text(adversarial_step_size(adv), units)}"
+        if adversarial_method(adv) == "nfgsm":
+            text += f", noise {noise_factor(adv):g}ε"
+        if adv.get("eps_warmup"):
+            text += f", ε warm-up {adv['eps_warmup']:g}k"
+        parts.append(text)
     for t in _present(entry):
         value = units_text(entry[t.key], units) if t.in_pixel_units else f"{entry[t.key]:g}"
         parts.append(f"{t.short} {t.symbol}={value}")
@@ -238,18 +327,28 @@ def resolve_model(study: Mapping[str, Any], study_name: str, entry: Mapping[str,
         "beta": entry.get("beta", 0),
         "sigma01": entry.get("sigma", 0) / units,
         "k": entry["k"],
-        "adversarial": None
-        if not adv
-        else {
-            "steps": adv["steps"],
-            "step_size01": adv["step_size"] / units,
-            "eps01": adv["eps"] / units,
-            "random_start": adv.get("random_start", True),
-        },
+        "adversarial": None if not adv else resolve_adversarial(adv, units),
         "train": copy.deepcopy(study["train"]),
         "config_entry": copy.deepcopy(dict(entry)),
         "pixel_units": units,
     }
+
+
+def resolve_adversarial(adv: Mapping[str, Any], units: float) -> dict[str, Any]:
+    """An `adversarial:` block for training: `eps01`, `step_size01` in [0, 1] pixel units, the method,
+    its steps (1 for the single-step methods), the eps warm-up, and N-FGSM's noise factor."""
+    method = adversarial_method(adv)
+    out = {
+        "method": method,
+        "steps": adversarial_steps(adv),
+        "step_size01": adversarial_step_size(adv) / units,
+        "eps01": adv["eps"] / units,
+        "random_start": adv.get("random_start", True),
+        "eps_warmup": adv.get("eps_warmup", 0),
+    }
+    if method == "nfgsm":
+        out["noise_factor"] = noise_factor(adv)
+    return out
 
 
 #: Names training settings had before they said their unit: path of the old name -> new name.
@@ -412,6 +511,11 @@ def _rank(role: Role, index: int, entry: Mapping[str, Any], units: float) -> tup
     return (distance, -entry["k"], index)
 
 
+def _fills(role: Role, entry: Mapping[str, Any]) -> bool:
+    """The paper's adversarial roles (Figures 1, 2, 8, 9: strong / weak PGD training) take PGD-trained models only."""
+    return role.kind != ADV_KIND or adversarial_method(entry.get(ADVERSARIAL)) == "pgd"
+
+
 def assign(entries: Mapping[str, Mapping[str, Any]], units: float = 1.0) -> dict[str, list[tuple[Role, str | None]]]:
     """For each figure: its roles in order, each with the model id that fills it (None: the study lacks one).
 
@@ -428,7 +532,7 @@ def assign(entries: Mapping[str, Mapping[str, Any]], units: float = 1.0) -> dict
             (_rank(role, i, entry, units), r, mid)
             for r, role in enumerate(roles)
             for i, (mid, entry) in enumerate(entries.items())
-            if kind(entry) == role.kind
+            if kind(entry) == role.kind and _fills(role, entry)
         )
         filled: dict[int, str] = {}
         for _rank_key, r, mid in pairs:

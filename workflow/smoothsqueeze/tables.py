@@ -46,6 +46,8 @@ STUDY_TABLES = {
 }
 #: Row marks (the `note` column): never a robustness number without them.
 COLLAPSED = "training collapsed"
+#: A model whose training's robust check fell to near 0% (train.robust_check; evaluate.training_status).
+OVERFITTED = "catastrophic overfitting"
 SOURCE = "black-box source (its black-box numbers are white-box)"
 #: A reproduced model this many points of test accuracy below the paper's row is marked.
 FAR_BELOW = 20.0
@@ -115,10 +117,13 @@ def build_row(record: dict[str, Any], summary: dict[str, Any] | None = None) -> 
 
 
 def row_note(record: dict[str, Any]) -> str:
-    """Marks a table row must carry: a model that failed to train, the black-box source model."""
+    """Marks a table row must carry: a model that failed to train, one whose robust check during training
+    fell to near 0% (catastrophic overfitting), the black-box source model."""
     notes = []
     if record.get("training", {}).get("collapsed"):
         notes.append(COLLAPSED)
+    if record.get("training", {}).get("overfitted"):
+        notes.append(OVERFITTED)
     if record.get("blackbox_source") == record.get("model_id"):
         notes.append(SOURCE)
     return "; ".join(notes)
@@ -290,7 +295,7 @@ def study_frame(name: str, rows: pd.DataFrame, spec: dict[str, Any]) -> tuple[li
         rows = rows[rows["kind"].isin(["natural", "adversarial"])]
     if name not in ("accuracy", "blackbox") and "note" in rows.columns:
         # The source's black-box numbers are white-box: only tables with black-box columns carry that mark.
-        rows = rows.assign(note=[COLLAPSED if COLLAPSED in marks(note) else "" for note in rows["note"]])
+        rows = rows.assign(note=["; ".join(m for m in marks(note) if m in (COLLAPSED, OVERFITTED)) for note in rows["note"]])
     columns = _with_note(columns, rows)
     keep = [c.key for c in columns] + [f"{c.key}{part}" for c in columns if c.fmt == "stat" for part in STAT_PARTS]
     return columns, rows.reindex(columns=keep).reset_index(drop=True)
@@ -384,14 +389,18 @@ def tex_words(key: str, text: str) -> str:
     return latex_escape(_PAPER_WORDS.get(text, text))
 
 
+#: The adversarial-training names of defence labels (study.adversarial_name): PGD-k, FGSM-RS, N-FGSM.
+_ADV_LABEL = r"(?:PGD-\d+|FGSM-RS|N-FGSM)"
+
+
 def adversarial_text(frame: pd.DataFrame) -> str:
     """Caption words for the adversarial-training budgets the LaTeX defence labels leave out."""
     if "defense" not in frame.columns:
         return ""
-    found = sorted({m[0] for d in frame["defense"] if isinstance(d, str) for m in [re.findall(r"PGD-\d+ adv\. \(eps [^)]*\)", d)] if m})
+    found = sorted({m[0] for d in frame["defense"] if isinstance(d, str) for m in [re.findall(_ADV_LABEL + r" adv\. \(eps [^)]*\)", d)] if m})
     if not found:
         return ""
-    parts = [re.sub(r"PGD-(\d+) adv\. \(eps ([^,]*), step ([^)]*)\)", r"PGD-\1 adv.\\ trained at $\\epsilon = \2$, step \3", f) for f in found]
+    parts = [re.sub("(" + _ADV_LABEL + r") adv\. \(eps ([^,]*), step ([^)]*)\)", r"\1 adv.\\ trained at $\\epsilon = \2$, step \3", f) for f in found]
     return "; " + "; ".join(parts)
 
 

@@ -1,8 +1,11 @@
 """Training stage: one model per grid point, resumable, with the paper's regularizers.
 
 Objective: cross-entropy on label-smoothed targets + beta * ||z||_2, on images with Gaussian
-noise of std sigma, or on PGD adversarial examples (Madry et al.). The whole dataset sits on
-the device as one uint8 tensor; batches are drawn, augmented and noised there, and metrics
+noise of std sigma, or on adversarial examples: PGD (Madry et al.), FGSM from a random start
+(Wong et al. 2020) or N-FGSM (de Jorge et al. 2022), optionally with an eps warm-up and a guard
+against catastrophic overfitting (`train.robust_check`). The learning rate follows
+`train.lr_schedule` (piecewise milestones, or Wong et al.'s cyclic schedule). The whole dataset
+sits on the device as one uint8 tensor; batches are drawn, augmented and noised there, and metrics
 are accumulated on the device so the loop never waits for the host between log lines.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 
 from . import TRAIN_CODE_VERSION
 from .artifacts import read_json, remove_stale_temps, sha256_file, write_json
-from .attacks import BUDGET_TOLERANCE, AttackBudgetError, budget_excess, pgd
+from .attacks import BUDGET_TOLERANCE, AttackBudgetError, budget_excess, check_budget, nfgsm, nfgsm_bound, pgd
 from .checkpoints import load_torch, model_state, save_model, save_torch
 from .data import Dataset, load_dataset
 from .device import pick_device
@@ -31,7 +34,7 @@ from .inference import accuracy
 from .losses import training_loss
 from .models import build_model
 from .provenance import provenance
-from .study import upgrade_legacy_names
+from .study import ADV_METHODS, passes_per_iteration, upgrade_legacy_names
 
 RESUME_NAME = "resume.pt"
 #: Hidden folder in a model directory with hard links to the finished outputs, so that a
@@ -42,7 +45,18 @@ KEPT_SUMS = "sha256.json"
 _NOT_MODEL_SETTINGS = ("config_entry",)
 _NOT_MODEL_TRAIN_SETTINGS = ("log_every", "checkpoint_every")
 #: Training keys added after models were trained -> the value that trains as the code before them did.
-_ADDED_TRAIN_SETTINGS: dict[str, Any] = {"fused_optimizer": False, "compile_mode": "default", "compile_loss": False, "adversarial_amp": False}
+_ADDED_TRAIN_SETTINGS: dict[str, Any] = {"fused_optimizer": False, "compile_mode": "default", "compile_loss": False, "adversarial_amp": False,
+                                         "lr_schedule": "piecewise", "robust_check": None}
+#: The same for keys of the resolved `adversarial` block (a PGD model trained before the methods existed has neither).
+_ADDED_ADVERSARIAL_SETTINGS: dict[str, Any] = {"method": "pgd", "eps_warmup": 0}
+#: train.lr_schedule values.
+LR_SCHEDULES = ("piecewise", "cyclic")
+#: The catastrophic-overfitting rule (train.robust_check): the last check below GUARD_FLOOR % and below
+#: GUARD_FRACTION x the best check, which was at least GUARD_FLOOR %.
+GUARD_FLOOR = 10.0
+GUARD_FRACTION = 0.2
+#: The robust check's PGD step: GUARD_STEP_FACTOR * eps / steps (the audit's step_factor).
+GUARD_STEP_FACTOR = 2.5
 #: train.compile_mode -> torch.compile's `mode` argument.
 COMPILE_MODES: dict[str, str | None] = {"default": None, "reduce-overhead": "reduce-overhead", "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
 
@@ -71,9 +85,28 @@ def make_optimizer(model: nn.Module, train_cfg: dict[str, Any]) -> torch.optim.O
 
 
 def learning_rate(train_cfg: dict[str, Any], iteration: int, k: int) -> float:
-    """Piecewise-constant schedule: lr * gamma^(milestones passed), milestones as fractions of k."""
+    """The learning rate of `iteration` (from 0) of k, as train.lr_schedule says.
+
+    piecewise (default): lr * gamma^(milestones passed), milestones as fractions of k.
+    cyclic: Wong et al.'s schedule (`cyclic_lr`) at (iteration + 1) / k, as their MNIST code
+    evaluates it (lr_schedule(epoch + (i + 1) / len(loader))): the first step is already above 0,
+    the last one is at 0.
+    """
+    schedule = train_cfg.get("lr_schedule", "piecewise")
+    if schedule == "cyclic":
+        return cyclic_lr(train_cfg["lr"], train_cfg.get("lr_peak", 0.4), (iteration + 1) / k)
+    if schedule != "piecewise":
+        raise PipelineError(f"train.lr_schedule = {schedule!r}: must be one of {list(LR_SCHEDULES)}")
     passed = sum(iteration >= int(m * k) for m in train_cfg.get("lr_milestones", []))
     return train_cfg["lr"] * train_cfg.get("lr_gamma", 0.1) ** passed
+
+
+def cyclic_lr(lr: float, peak: float, t: float) -> float:
+    """Wong et al.'s cyclic schedule at t in [0, 1] (fraction of training): 0 at t = 0, linear up to
+    `lr` at t = `peak`, linear down to 0 at t = 1 (np.interp(t, [0, peak, 1], [0, lr, 0]))."""
+    if t <= peak:
+        return lr * max(t, 0.0) / peak
+    return lr * max(1.0 - t, 0.0) / (1.0 - peak)
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
@@ -208,11 +241,87 @@ def _adversarial_amp(cfg: dict[str, Any]) -> bool:
     return bool(cfg.get("adversarial_amp"))
 
 
-def _check_training_budget(worst: torch.Tensor, iteration: int) -> None:
-    """Raise AttackBudgetError when a training-time PGD batch up to `iteration` left its eps ball or [0, 1]."""
+def _check_training_budget(worst: torch.Tensor, iteration: int, adv: dict[str, Any] | None = None) -> None:
+    """Raise AttackBudgetError when a training-time adversarial batch up to `iteration` left its L-inf bound or [0, 1].
+
+    The bound is the method's own (`_training_attack`): eps for PGD and FGSM-RS, noise_factor * eps +
+    step for N-FGSM; the current eps during a warm-up.
+    """
     excess = worst.item()
     if excess > BUDGET_TOLERANCE:
-        raise AttackBudgetError(f"a training-time PGD batch before iteration {iteration} left its L-inf ball or [0, 1] by {excess:.3g}")
+        method = (adv or {}).get("method", "pgd")
+        name = ADV_METHODS[method].name
+        bound = " (N-FGSM's: noise_factor * eps + step)" if method == "nfgsm" else ""
+        raise AttackBudgetError(f"a training-time {name} batch before iteration {iteration} left its L-inf ball{bound} or [0, 1] by {excess:.3g}")
+
+
+def _current_budget(adv: dict[str, Any], iteration: int, k: int) -> tuple[float, float]:
+    """(eps, step size) of `iteration` (from 0): the block's own, or with adversarial.eps_warmup both scaled
+    by min(1, iteration / (eps_warmup * k)) (0 at the first iteration, full from eps_warmup * k on)."""
+    warmup = adv.get("eps_warmup", 0)
+    if not warmup:
+        return adv["eps01"], adv["step_size01"]
+    scale = min(1.0, iteration / (warmup * k))
+    return adv["eps01"] * scale, adv["step_size01"] * scale
+
+
+def _training_attack(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, adv: dict[str, Any],
+                     eps: float, step: float, generator: torch.Generator) -> tuple[torch.Tensor, float]:
+    """The training batch's adversarial examples by adversarial.method, and the L-inf bound they must keep.
+
+    pgd: `steps` steps of `step` (random start as set), projected onto the eps ball and [0, 1].
+    fgsm_rs: one such step from a uniform random start (Wong et al.: FGSM-RS), bound eps.
+    nfgsm: de Jorge et al.'s N-FGSM (`attacks.nfgsm`), bound noise_factor * eps + step.
+    """
+    method = adv.get("method", "pgd")
+    if method == "pgd":
+        return pgd(model, x, y, eps, step, adv["steps"], "xent", adv["random_start"], generator=generator), eps
+    if method == "fgsm_rs":
+        return pgd(model, x, y, eps, step, 1, "xent", True, generator=generator), eps
+    if method == "nfgsm":
+        factor = adv.get("noise_factor", 2.0)
+        return nfgsm(model, x, y, eps, step, factor, generator=generator), nfgsm_bound(eps, step, factor)
+    raise PipelineError(f"adversarial.method = {method!r}: must be one of {list(ADV_METHODS)}")
+
+
+def _robust_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int, batch_size: int) -> tuple[float, float]:
+    """(PGD accuracy, clean accuracy) in % of `model` on the check images: x-ent PGD of `steps` steps of
+    2.5 eps / steps from a random start drawn by its own generator (seeded with `seed`: the same start at
+    every check; the training's random draws are untouched), in chunks of `batch_size`, model in eval mode."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    robust = clean = 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        x_adv = pgd(model, xb, yb, eps, GUARD_STEP_FACTOR * eps / steps, steps, "xent", True, generator=generator)
+        check_budget(xb, x_adv, eps)
+        with torch.no_grad():
+            robust += int((model(x_adv).argmax(1) == yb).sum())
+            clean += int((model(xb).argmax(1) == yb).sum())
+    model.train(was_training)
+    return 100.0 * robust / len(x), 100.0 * clean / len(x)
+
+
+def overfitting_verdict(checks: list[dict[str, float]]) -> tuple[bool, str]:
+    """Whether the robust check shows catastrophic overfitting, and why (one line).
+
+    Flagged when the last check is below GUARD_FLOOR % and below GUARD_FRACTION x the best check,
+    and the best check reached GUARD_FLOOR % (a model that never was robust did not fall).
+    """
+    if not checks:
+        return False, "no robust check ran"
+    best = max(checks, key=lambda c: c["accuracy"])
+    last = checks[-1]
+    floor, fraction = GUARD_FLOOR, GUARD_FRACTION
+    fell = best["accuracy"] >= floor and last["accuracy"] < floor and last["accuracy"] < fraction * best["accuracy"]
+    if fell:
+        return True, (f"catastrophic overfitting: the robust check fell from {best['accuracy']:.1f}% (iteration {best['iteration']}) "
+                      f"to {last['accuracy']:.1f}% (iteration {last['iteration']}), below {floor:g}% and below {fraction:g}x its best; "
+                      f"the weights kept are those of iteration {best['iteration']}")
+    return False, (f"no catastrophic overfitting: last check {last['accuracy']:.1f}% (iteration {last['iteration']}), "
+                   f"best {best['accuracy']:.1f}% (iteration {best['iteration']}); flagged only below {floor:g}% and below "
+                   f"{fraction:g}x a best of at least {floor:g}%")
 
 
 def _max_rss_mb() -> float | None:
@@ -244,10 +353,14 @@ def train_model(
 
     The resume point holds everything the loop's result depends on (model, optimizer, the
     generator that draws batches, noise and attack starts, the global RNG, the running log
-    sums), so a resumed run ends with the same weights, bit for bit, as an uninterrupted one
+    sums, the robust check's best weights), so a resumed run ends with the same weights, bit for bit, as an uninterrupted one
     on the CPU (on a GPU, as far as its kernels are deterministic). It is used only when it was written for the same model settings,
     code version and data (`data_sha256`); a key written before the settings named their unit is
     upgraded first (`_upgraded_key`). Otherwise training starts from the beginning.
+
+    With train.robust_check (adversarial training only), the last n_images of the training split
+    are held out of training and checked (`_robust_check`) every `every` iterations and at k; the
+    model returned holds the weights of its best check (`metrics["guard"]`).
     """
     cfg, k = settings["train"], settings["k"]
     torch.manual_seed(settings["seed"])
@@ -255,7 +368,14 @@ def train_model(
     holdout = int(cfg.get("validation_holdout", 0))
     if holdout >= len(data.x_train):
         raise PipelineError(f"train.validation_holdout = {holdout} leaves no training images (the dataset has {len(data.x_train)})")
-    x_train, y_train = data.x_train[holdout:], data.y_train[holdout:]
+    sigma, adv = settings["sigma01"], settings["adversarial"]
+    guard = cfg.get("robust_check") if adv else None
+    n_check = int(guard["n_images"]) if guard else 0
+    if guard and holdout + n_check >= len(data.x_train):
+        raise PipelineError(f"train.robust_check.n_images = {n_check} (with validation_holdout {holdout}) leaves no training images "
+                            f"(the dataset has {len(data.x_train)})")
+    end = len(data.x_train) - n_check  # the robust check's images: the last n_check of the training split, never trained on
+    x_train, y_train = data.x_train[holdout:end], data.y_train[holdout:end]
     memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = make_optimizer(model, cfg)
@@ -267,8 +387,12 @@ def train_model(
     key = _model_key(settings, data_sha256)
     sums = torch.zeros(3, device=device)  # loss, correct, logit norm; summed on the device
     seen = 0
+    best: dict[str, Any] = {"iteration": None, "accuracy": -1.0, "model": None}  # the robust check's best weights (guard only)
     if resume_path.exists():
         state = _read_resume(resume_path, log)
+        if state is not None and guard and "guard_best" not in state:
+            log(f"ignoring {resume_path}: it holds no robust-check state; training from the start")
+            state = None
         if state is not None and _upgraded_key(state.get("key")) == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -284,20 +408,25 @@ def train_model(
                 log(f"{resume_path} was written on {state.get('device_type')}, this run is on {device.type}: "
                     "random draws are reseeded, so this model will not be bit-identical to an uninterrupted run")
             sums, seen = state["sums"].to(device), int(state["seen"])
+            if guard:
+                best = dict(state["guard_best"])
             log(f"resuming from {resume_path} at iteration {start}/{k}")
         elif state is not None:
             log(f"ignoring {resume_path}: it was written for other settings, data or code; training from the start")
     # A fixed, deterministic batch of the training shape for compile trials (no data or RNG drawn).
     sample = torch.full((sampler.batch_size, *data.image_shape), 0.5, device=device).contiguous(memory_format=memory_format)
     runner, forward_loss = _compiled_runners(model, settings, device, sample, torch.zeros(sampler.batch_size, dtype=torch.long, device=device), log)
-    sigma, adv = settings["sigma01"], settings["adversarial"]
     adversarial_amp = _adversarial_amp(cfg)
-    worst_excess = torch.zeros((), device=device)  # how far any training-time PGD batch left its budget (checked at log lines)
+    worst_excess = torch.zeros((), device=device)  # how far any training-time adversarial batch left its bound (checked at log lines)
     # Madry et al. craft training-time PGD on the training-mode model (batch statistics, and the
     # running averages move with every attack step); "eval" uses the running statistics instead.
     attack_in_train_mode = cfg.get("adversarial_bn_mode", "train") == "train"
     crop_padding = int(cfg.get("crop_padding", 2))
     log_every, ckpt_every = cfg.get("log_every", 100), cfg.get("checkpoint_every", 1000)
+    if guard:
+        x_check = data.scale(data.x_train[end:]).contiguous(memory_format=memory_format)
+        y_check = data.y_train[end:]
+        check_every = int(guard["every"])
     tick, tick_iter = time.perf_counter(), start
     model.train()
     for it in range(start, k):
@@ -309,9 +438,10 @@ def train_model(
             xb = crop_flip(xb, generator, crop_padding)
         if adv:
             model.train(attack_in_train_mode)
+            eps, step = _current_budget(adv, it, k)
             with _autocast(adversarial_amp, device):
-                x_adv = pgd(runner, xb, yb, adv["eps01"], adv["step_size01"], adv["steps"], "xent", adv["random_start"], generator=generator)
-            worst_excess = torch.maximum(worst_excess, budget_excess(xb, x_adv, adv["eps01"]))
+                x_adv, bound = _training_attack(runner, xb, yb, adv, eps, step, generator)
+            worst_excess = torch.maximum(worst_excess, budget_excess(xb, x_adv, bound))
             xb = x_adv
             model.train()
         if sigma:
@@ -328,17 +458,27 @@ def train_model(
         seen += len(yb)
         done = it + 1
         if adv and (done % log_every == 0 or done % ckpt_every == 0 or done == k):
-            _check_training_budget(worst_excess, done)
-        if done % log_every == 0 or done == k:
+            _check_training_budget(worst_excess, done, adv)
+        checked = bool(guard) and (done % check_every == 0 or done == k)
+        if done % log_every == 0 or done == k or checked:  # a check is also a log line: the history holds it
             loss_avg, acc, norm = (sums / max(seen, 1)).tolist()
             if not math.isfinite(loss_avg):
                 raise TrainingDiverged(f"training loss became {loss_avg} at iteration {done}; lower the learning rate or beta")
             now = time.perf_counter()
             rate = (done - tick_iter) / max(now - tick, 1e-9)
-            history.append({"iteration": done, "loss": loss_avg, "accuracy": 100 * acc, "logit_norm": norm, "lr": learning_rate(cfg, it, k)})
+            line = {"iteration": done, "loss": loss_avg, "accuracy": 100 * acc, "logit_norm": norm, "lr": learning_rate(cfg, it, k)}
+            check_text = ""
+            if checked:
+                robust, clean = _robust_check(model, x_check, y_check, adv["eps01"], int(guard["steps"]), settings["seed"], sampler.batch_size)
+                line.update(robust_check=robust, robust_check_clean=clean)
+                check_text = f" | check PGD-{guard['steps']} {robust:.1f}% clean {clean:.1f}%"
+                if robust > best["accuracy"]:
+                    best = {"iteration": done, "accuracy": robust, "model": {name: t.clone() for name, t in model_state(model).items()}}
+                    check_text += " (best)"
+            history.append(line)
             log(
                 f"iter {done}/{k} ({100 * done / k:.0f}%) loss {loss_avg:.4f} acc {100 * acc:.1f}% |z| {norm:.2f} "
-                f"lr {learning_rate(cfg, it, k):.2g} | {rate:.1f} it/s, eta {_fmt_time((k - done) / max(rate, 1e-9))}"
+                f"lr {learning_rate(cfg, it, k):.2g}{check_text} | {rate:.1f} it/s, eta {_fmt_time((k - done) / max(rate, 1e-9))}"
             )
             sums.zero_()
             seen, tick, tick_iter = 0, now, done
@@ -359,23 +499,66 @@ def train_model(
                     "sums": sums.detach().cpu(),
                     "seen": seen,
                     "history": history,
+                    **({"guard_best": best} if guard else {}),
                 },
             )
+    metrics: dict[str, Any] = {}
+    if guard:
+        metrics["guard"] = _guard_summary(guard, adv, history, best, holdout, end, len(data.x_train))
+        metrics["best_iteration"], metrics["best_check_accuracy"] = best["iteration"], best["accuracy"]
+        if best["model"] is not None:
+            getattr(model, "_orig_mod", model).load_state_dict(best["model"])
+        if metrics["guard"]["overfitting_detected"]:
+            log(f"WARNING: {metrics['guard']['reason']}")
     model.eval()
+    ppi = passes_per_iteration(adv)
+    n_checks = sum("robust_check" in line for line in history)
+    check_passes = n_checks * int(guard["steps"]) * math.ceil(n_check / sampler.batch_size) if guard else 0
     metrics = {
         "train_accuracy": accuracy(model, x_train, y_train, data.max_value),
         "test_accuracy": accuracy(model, data.x_test, data.y_test, data.max_value),
         "iterations": k,
         "history": history,
+        # Forward-backward passes of one training batch (passes_per_iteration: 1, PGD-k k + 1, FGSM-RS / N-FGSM 2);
+        # check_passes: the robust checks' forward-backward passes, in chunks of the training batch size.
+        "passes_per_iteration": ppi,
+        "training_passes": k * ppi,
+        "check_passes": check_passes,
+        **metrics,
     }
     return model, metrics
+
+
+def _guard_summary(guard: dict[str, Any], adv: dict[str, Any], history: list[dict[str, Any]], best: dict[str, Any],
+                   holdout: int, end: int, n_train: int) -> dict[str, Any]:
+    """What metrics.json says of the robust check: its settings, every check, the weights kept and the verdict."""
+    checks = [{"iteration": h["iteration"], "accuracy": h["robust_check"], "clean_accuracy": h["robust_check_clean"]}
+              for h in history if "robust_check" in h]
+    detected, reason = overfitting_verdict(checks)
+    eps = adv["eps01"]
+    return {
+        "overfitting_detected": detected,
+        "reason": reason,
+        "rule": (f"flagged when the last check is below {GUARD_FLOOR:g}% and below {GUARD_FRACTION:g}x the best check, "
+                 f"which reached at least {GUARD_FLOOR:g}%"),
+        "check": {**guard, "eps01": eps, "step_size01": GUARD_STEP_FACTOR * eps / int(guard["steps"]), "loss": "xent",
+                  "random_start": True, "model_mode": "eval"},
+        "images": f"training images {end}..{n_train - 1} (the last {n_train - end} of the training split), held out of training",
+        "trained_on": f"training images {holdout}..{end - 1}",
+        "checks": checks,
+        "best_iteration": best["iteration"],
+        "best_check_accuracy": best["accuracy"],
+        "last_check_accuracy": checks[-1]["accuracy"] if checks else None,
+        "weights": f"those of the best check (iteration {best['iteration']} of {checks[-1]['iteration'] if checks else '?'})",
+    }
 
 
 def _model_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The settings that decide the trained weights (not how often it logs or checkpoints).
 
     A training key added after models were trained is left out while it holds the value that
-    reproduces the older code (`_ADDED_TRAIN_SETTINGS`), so those models stay valid; so is a key
+    reproduces the older code (`_ADDED_TRAIN_SETTINGS`; in the adversarial block
+    `_ADDED_ADVERSARIAL_SETTINGS`: method pgd, eps_warmup 0), so those models stay valid; so is a key
     that cannot act on this model (`_inert_train_keys`).
     """
     out = {key: value for key, value in settings.items() if key not in _NOT_MODEL_SETTINGS}
@@ -386,18 +569,27 @@ def _model_settings(settings: dict[str, Any]) -> dict[str, Any]:
     for key in _inert_train_keys(settings):
         train.pop(key, None)
     out["train"] = train
+    if isinstance(out.get("adversarial"), dict):
+        adv = dict(out["adversarial"])
+        for key, older_behaviour in _ADDED_ADVERSARIAL_SETTINGS.items():
+            if adv.get(key, older_behaviour) == older_behaviour:
+                adv.pop(key, None)
+        out["adversarial"] = adv
     return out
 
 
 def _inert_train_keys(settings: dict[str, Any]) -> set[str]:
     """Training keys that do nothing for this model: compile_mode / compile_loss without compile,
-    adversarial_amp for a model that does not train on PGD examples (turning it on for a study
-    then keeps its other finished models valid)."""
+    adversarial_amp and robust_check for a model that does not train on adversarial examples (turning
+    them on for a study then keeps its other finished models valid), lr_peak without the cyclic schedule."""
     inert = set()
-    if not settings.get("train", {}).get("compile"):
+    train = settings.get("train", {})
+    if not train.get("compile"):
         inert |= {"compile_mode", "compile_loss"}
     if not settings.get("adversarial"):
-        inert.add("adversarial_amp")
+        inert |= {"adversarial_amp", "robust_check"}
+    if train.get("lr_schedule", "piecewise") != "cyclic":
+        inert.add("lr_peak")
     return inert
 
 
