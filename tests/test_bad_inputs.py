@@ -245,7 +245,8 @@ CASES: dict[str, Case] = {
     "missing_key": Case(bad_config(lambda c: c["studies"]["s"].pop("seed")), ("studies.s.seed is missing",), "config error: "),
     "unknown_default_study": Case(bad_config(lambda c: c.update(default_study="nosuch")), ("default_study = 'nosuch'", "no such study"), "config error: "),
     "bad_config_override": Case(bad_config(lambda c: None, "--config", "verify_checksums=maybe"), ("verify_checksums = 'maybe'", "boolean"), "config error: "),
-    "unknown_study_target": Case(bad_config(lambda c: None, "nosuch"), ("nosuch",), None),
+    "unknown_study_target": Case(bad_config(lambda c: None, "nosuch"), ("no study, rule or file 'nosuch'",)),
+    "file_of_an_unknown_study": Case(bad_config(lambda c: None, "reports/t/report.html"), ("reports/t/report.html: no study 't' in the config",)),
     # numbers must be finite everywhere (JSON-schema bounds are false for NaN), also in the open blocks
     "alpha_nan": Case(bad_config(grid0("alpha", NAN)), ("studies.s.grid[0].alpha = nan: must be a finite number",), "config error: "),
     "sigma_inf": Case(bad_config(grid0("sigma", INF)), ("studies.s.grid[0].sigma = inf: must be a finite number",), "config error: "),
