@@ -38,8 +38,8 @@ import yaml
 from conftest import ROOT
 
 README = ROOT / "README.md"
-#: Seconds a line may take (a dry run takes 3-8 s, the test-suite collection about 15 s).
-TIMEOUT = 300
+#: Seconds a line may take (a dry run takes 3-8 s, the test-suite collection about 15 s, more on a loaded machine).
+TIMEOUT = 600
 
 
 # ---------------------------------------------------------------- reading the README
@@ -329,16 +329,9 @@ def test_readme_command_runs_as_typed(command: Command, template: Path, tmp_path
         assert proc.returncode == 0, context
     if words[0] == "snakemake" and "-n" in words:
         assert "This was a dry-run" in output or "config error" in output, context
-
-
-@pytest.mark.slow
-def test_readme_install_scripts_ran_their_pip_steps(template: Path, tmp_path: Path) -> None:
-    """The stand-in pip saw scripts/demo.sh's install steps: the real install script ran up to them."""
-    (demo,) = [c for c in COMMANDS if c.text == "scripts/demo.sh"]
-    _words, proc = run_line(template, tmp_path, demo)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    installs = (tmp_path / "repo" / ".venv" / "pip-installs.log").read_text().splitlines()
-    assert any("-c constraints.txt -e ." in line for line in installs), installs
+    if words[0] in ("scripts/demo.sh", "scripts/test.sh"):  # the real install script ran up to its pip steps
+        installs = (tmp_path / "repo" / ".venv" / "pip-installs.log").read_text()
+        assert "-c constraints.txt -e ." in installs, f"{context}\n{installs}"
 
 
 @pytest.mark.slow
