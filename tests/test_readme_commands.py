@@ -179,7 +179,19 @@ def how(command: Command) -> How:
     return rule
 
 
-COMMANDS = readme_commands(README.read_text())
+def unique(commands: list[Command]) -> list[Command]:
+    """Each distinct command once (the first line that has it): the same line typed twice runs once."""
+    seen: set[tuple[str, str, tuple[str, ...]]] = set()
+    out = []
+    for command in commands:
+        key = (command.text, command.comment if command.comment in SETUPS else "", command.shown)
+        if key not in seen:
+            seen.add(key)
+            out.append(command)
+    return out
+
+
+COMMANDS = unique(readme_commands(README.read_text()))
 
 
 # ---------------------------------------------------------------- the copy it runs in
