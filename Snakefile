@@ -14,6 +14,7 @@ min_version("9.0")
 PACKAGE_ROOT = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PACKAGE_ROOT)
 
+import smoothsqueeze.console as console
 from smoothsqueeze.config import ConfigError, validate_config
 from smoothsqueeze.job_environment import prepare_job_environment
 from smoothsqueeze.study import GPU_SLOTS_ENV, Plan
@@ -36,6 +37,8 @@ onsuccess:
     from smoothsqueeze import jobserver
 
     jobserver.stop(_JOBSERVER.pop("server", None))
+    # The run's last lines: each study report it built or found up to date (smoothsqueeze.console.summary: extend it there).
+    console.at_end(console.summary(config, console.dag_files(workflow)))
 
 
 onerror:
@@ -90,3 +93,13 @@ for _study in config["studies"]:
             _study
         input:
             Plan(config).study_targets(_study),
+
+
+# The console: a target no rule makes stops here, naming the studies and files that exist
+# (Snakemake's own MissingRuleException names neither). A successful run ends on the path of each
+# study's report it built (onsuccess, above) or found up to date (Snakemake then calls no handler).
+_target_error = console.check_targets(workflow, config, sys.argv)
+if _target_error:
+    sys.exit(_target_error)
+
+console.announce_when_nothing_to_do(workflow, config)

@@ -69,6 +69,7 @@ class Case:
     inputs: tuple[str, ...] = ()  # files the case placed under results/ or data/ itself
     out: str | None = None  # a file the command must not have written
     marker: bool = False  # a pickled payload must not have run
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the command
     result: subprocess.CompletedProcess | None = field(default=None, repr=False)
 
 
@@ -104,6 +105,18 @@ def mnist_study(config: dict, data_root: Path) -> None:
 def empty_data_root(d: Path) -> list[str]:
     (d / "user").mkdir()
     return snakemake(d, config_with(lambda c: mnist_study(c, d / "user")), "data/mnist.npz")
+
+
+def absent_data_root(d: Path) -> list[str]:
+    return snakemake(d, config_with(lambda c: mnist_study(c, d / "not here")), "data/mnist.npz")
+
+
+def mnist_download(d: Path) -> list[str]:
+    return snakemake(d, config_with(lambda c: c["studies"]["s"].update(dataset="mnist")), "data/mnist.npz")
+
+
+#: No network, also on a host that has one: every download goes to a proxy on a closed local port.
+NO_NETWORK = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
 
 
 def mnist_with_wrong_checksums(d: Path) -> list[str]:
@@ -232,7 +245,8 @@ CASES: dict[str, Case] = {
     "missing_key": Case(bad_config(lambda c: c["studies"]["s"].pop("seed")), ("studies.s.seed is missing",), "config error: "),
     "unknown_default_study": Case(bad_config(lambda c: c.update(default_study="nosuch")), ("default_study = 'nosuch'", "no such study"), "config error: "),
     "bad_config_override": Case(bad_config(lambda c: None, "--config", "verify_checksums=maybe"), ("verify_checksums = 'maybe'", "boolean"), "config error: "),
-    "unknown_study_target": Case(bad_config(lambda c: None, "nosuch"), ("nosuch",), None),
+    "unknown_study_target": Case(bad_config(lambda c: None, "nosuch"), ("no study, rule or file 'nosuch'",)),
+    "file_of_an_unknown_study": Case(bad_config(lambda c: None, "reports/t/report.html"), ("reports/t/report.html: no study 't' in the config",)),
     # numbers must be finite everywhere (JSON-schema bounds are false for NaN), also in the open blocks
     "alpha_nan": Case(bad_config(grid0("alpha", NAN)), ("studies.s.grid[0].alpha = nan: must be a finite number",), "config error: "),
     "sigma_inf": Case(bad_config(grid0("sigma", INF)), ("studies.s.grid[0].sigma = inf: must be a finite number",), "config error: "),
@@ -260,6 +274,11 @@ CASES: dict[str, Case] = {
     "results_dir_is_a_file": Case(results_dir_is_a_file, ("results_dir = 'results'", "'results' is a file, not a folder"), "config error: "),
     "data_root_is_a_file": Case(data_root_is_a_file, ("data_root = ", "mnist.tar' is a file, not a folder"), "config error: "),
     # data
+    "data_root_does_not_exist": Case(absent_data_root, ("mnist: data_root ", "not here does not exist (no such folder)", "MNIST/raw/"), out="data/mnist.npz"),
+    "mnist_download_without_network": Case(
+        mnist_download, ("mnist: download failed (could not download train-images-idx3-ubyte.gz: tried ", ": Connection refused"),
+        out="data/mnist.npz", env=NO_NETWORK,
+    ),
     "data_root_without_files": Case(empty_data_root, ("mnist: no usable files under data_root", "MNIST/raw"), out="data/mnist.npz"),
     "mnist_checksum_mismatch": Case(mnist_with_wrong_checksums, ("train-images-idx3-ubyte.gz: MD5 checksum does not match",), out="data/mnist.npz"),
     "dataset_of_wrong_shape": Case(wrong_shape_dataset, ("data/digits.npz: x_train has images of shape (1, 9, 9)", "(1, 8, 8)"), inputs=("data/digits.npz",), out=CHECKPOINT),
@@ -296,7 +315,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
 
     def run(item: tuple[str, tuple[Path, list[str]]]) -> tuple[str, tuple[Path, subprocess.CompletedProcess]]:
         name, (workdir, cmd) = item
-        return name, (workdir, subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=600))
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env={**env, **CASES[name].env}, timeout=600)
+        return name, (workdir, proc)
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(pool.map(run, commands.items()))

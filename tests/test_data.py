@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import re
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from smoothsqueeze.data import load_dataset, prepare, prepare_digits
+from smoothsqueeze.data import download_reason, load_dataset, prepare, prepare_digits
 from smoothsqueeze.errors import PipelineError
 
 
@@ -125,6 +126,41 @@ def test_failed_download_leaves_nothing_behind(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(PipelineError) as err:
         prepare("mnist", out, download_dir=tmp_path / "data" / "downloads" / "mnist")
     assert "download failed" in str(err.value) and "MNIST/raw" in str(err.value)
+    assert "\n" not in str(err.value) and "():" not in str(err.value) and ":)" not in str(err.value), err.value
     assert not out.exists()
     leftovers = list((tmp_path / "data").rglob("*"))
     assert [p for p in leftovers if p.is_file()] == []
+
+
+def test_a_failed_download_ends_on_its_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision puts each mirror's cause on the lines after 'Error downloading <file>:'; the one line keeps them."""
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", ["http://127.0.0.1:9/mnist/"])
+    monkeypatch.setenv("no_proxy", "*")
+    with pytest.raises(PipelineError) as err:
+        prepare("mnist", tmp_path / "mnist.npz", download_dir=tmp_path / "dl")
+    text = str(err.value)
+    assert "\n" not in text
+    match = re.search(r"download failed \(could not download train-images-idx3-ubyte\.gz: tried http://127\.0\.0\.1:9/mnist/: ([^;)]+)\)", text)
+    assert match and match.group(1).strip(), text  # the cause itself, e.g. 'Connection refused'
+
+
+def test_download_reason_of_torchvision_messages() -> None:
+    from urllib.error import URLError
+
+    mnist = RuntimeError("Error downloading t.gz:\nTried https://a/, got:\n<urlopen error [Errno -2] Name or service not known>\n"
+                         "Tried http://b/, got:\nHTTP Error 404: Not Found\n")
+    assert download_reason(mnist) == "could not download t.gz: tried https://a/: Name or service not known; tried http://b/: HTTP Error 404: Not Found"
+    assert download_reason(URLError("[Errno -3] Temporary failure in name resolution")) == "Temporary failure in name resolution"
+    assert download_reason(RuntimeError("")) == "RuntimeError"
+    assert download_reason(RuntimeError("Error downloading t.gz:")) == "could not download t.gz: no cause given"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "cifar10"])
+def test_a_data_root_that_does_not_exist_says_so(tmp_path: Path, dataset: str) -> None:
+    with pytest.raises(PipelineError) as err:
+        prepare(dataset, tmp_path / "d.npz", data_root=tmp_path / "no such folder", download_dir=tmp_path / "dl")
+    text = str(err.value)
+    assert f"{dataset}: data_root {tmp_path / 'no such folder'} does not exist (no such folder)" in text and "\n" not in text
+    assert not (tmp_path / "dl").exists() and not (tmp_path / "d.npz").exists()

@@ -40,7 +40,7 @@ def test_non_editable_install_reads_schema_and_paper_tables_from_the_package(tmp
     # Build from a copy of what the package is made of, so the checkout gets no build/ or egg-info.
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "workflow" / "smoothsqueeze", src / "workflow" / "smoothsqueeze", ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
@@ -50,6 +50,10 @@ def test_non_editable_install_reads_schema_and_paper_tables_from_the_package(tmp
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "smoothsqueeze/resources/config.schema.yaml" in names
     assert {f"smoothsqueeze/resources/paper/{f}" for f in ("table1.csv", "mnist_table5.csv", "cifar10_table6.csv", "cifar10_table7.csv")} <= names
+    # The licence travels with the wheel and its metadata names it (PEP 639).
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata and "License-File: LICENSE" in metadata, metadata[:2000]
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), sorted(names)
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True, timeout=300)

@@ -3,13 +3,22 @@
 The Snakemake rules call these. A stage's settings travel as one JSON object (`--spec`), its
 files as options; each stage function takes that spec as one argument. `python -m smoothsqueeze`
 alone (or --help) lists the stages. Errors the user can act on print as one line and exit 2.
+
+By hand, a model's stage is run by study and model id instead (`python -m smoothsqueeze train
+--study digits --model ls0.95_noise0.3_k1500 [--config config.yaml]`): the spec and the files are
+those of the workflow's job (smoothsqueeze.study.Plan, as the rule resolves them; `--dry-run`
+prints that job's command), and torch runs on the job's thread count (the rule's `threads`, 1),
+so the files it writes are the job's, bit for bit on a CPU. A stage run from a job or with its
+output redirected writes its command line as the first line of its log.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from .cli_support import OneLineParser, exit_status, json_object
 from .errors import PipelineError
@@ -17,11 +26,18 @@ from .errors import PipelineError
 
 @dataclass(frozen=True)
 class Stage:
-    """One command: its help line, its arguments and what it runs (modules import lazily: torch only when a stage runs)."""
+    """One command: its help line, its arguments and what it runs (modules import lazily: torch only when a stage runs).
+
+    `job`: for a model's stage, how `--study` / `--model` (or `--attack`) resolve into the job's
+    spec and files; `threads`: torch's thread count, the rule's `threads` (Snakemake gives a job
+    OMP_NUM_THREADS = threads), None for stages that do not compute with torch.
+    """
 
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], None]
+    job: "Job | None" = None
+    threads: int | None = None
 
 
 def _spec(p: argparse.ArgumentParser, required: tuple[str, ...], what: str) -> None:
@@ -36,6 +52,177 @@ def _table_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", required=True)
     p.add_argument("--tex", required=True)
     p.add_argument("--html", required=True)
+
+
+# ---------------------------------------------------------------- a model's stage by study and model id
+
+
+@dataclass(frozen=True)
+class Job:
+    """How a stage's job is resolved from the config: the spec and each file option, as its rule does.
+
+    `resolve(plan, study, name)` returns (spec or None, {dest: value}); `name` is the model id
+    (or, for craft-blackbox, the attack name: `by = "attack"`). `files`: the file options
+    (dest -> help); given on the command line they replace the resolved ones.
+    """
+
+    resolve: Callable[[Any, str, str], tuple[dict[str, Any] | None, dict[str, Any]]]
+    files: dict[str, str]
+    by: str = "model"
+    optional: tuple[str, ...] = ()  # file options a --spec run may leave out
+
+
+def _job_args(p: argparse.ArgumentParser, job: Job, required: tuple[str, ...] = (), what: str | None = None) -> None:
+    """--spec (or --study/--model/--config), the stage's file options, --threads and --dry-run."""
+    if what is not None:
+        p.add_argument("--spec", type=json_object("--spec", required), default=None,
+                       help=f"{what} (JSON object; the job's, as its log shows); or give --study and --{job.by}")
+    group = p.add_argument_group("by study and model id (the spec and files of the workflow's job, from the config)")
+    group.add_argument("--study", default=None, help="a study of the config")
+    group.add_argument(f"--{job.by}", default=None, help="a model id of the study (its folder name)" if job.by == "model"
+                       else "a black-box attack of the study (blackbox.attacks[].name)")
+    group.add_argument("--config", default="config.yaml", help="the config file (default: config.yaml, as the workflow's)")
+    group.add_argument("--dry-run", action="store_true", help="print the job's command (as Snakemake runs it) and exit")
+    for dest, text in job.files.items():
+        option = "--" + dest.replace("_", "-")
+        if dest == "blackbox":
+            p.add_argument(option, nargs="*", default=None, metavar="NAME=PATH", help=text)
+        else:
+            p.add_argument(option, default=None, help=text)
+
+
+def _resolve_job(args: argparse.Namespace, stage: str, parser: argparse.ArgumentParser) -> None:
+    """Fill `args` from --study/--model (spec and files of the workflow's job), or check that a --spec run names its files."""
+    job = STAGES[stage].job
+    assert job is not None
+    name = getattr(args, job.by)
+    has_spec = getattr(args, "spec", None) is not None
+    if args.study is None and name is None:
+        if not has_spec and hasattr(args, "spec"):
+            parser.error(f"give --study and --{job.by} (the job's spec and files come from the config), or --spec and the files")
+        missing = ["--" + d.replace("_", "-") for d in job.files if getattr(args, d) is None and d not in job.optional]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)} (or give --study and --{job.by})")
+        if args.dry_run:
+            parser.error(f"--dry-run needs --study and --{job.by}")
+        return
+    if args.study is None or name is None:
+        parser.error(f"--study and --{job.by} go together")
+    if has_spec:
+        parser.error("--spec and --study exclude each other (the spec comes from the config)")
+    from .config import load_config
+    from .study import GPU_SLOTS_ENV, Plan
+
+    config = load_config(args.config)
+    plan = Plan(config)
+    plan.study(args.study)  # an unknown study: one line naming the studies
+    spec, files = job.resolve(plan, args.study, name)
+    if hasattr(args, "spec"):
+        args.spec = spec
+    for dest, value in files.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+    # What the Snakefile and the rule export for a GPU job (slots per card, this job's share of one).
+    from .gpu_claim import JOB_SLOTS_ENV
+
+    os.environ.setdefault(GPU_SLOTS_ENV, str(config["gpu_slots"]))
+    os.environ.setdefault(JOB_SLOTS_ENV, plan.gpu_job_slots(args.study))
+
+
+def job_command(stage: str, args: argparse.Namespace) -> list[str]:
+    """The command line of the job for `args` (spec and files as the rule writes them)."""
+    from .study import as_json
+
+    job = STAGES[stage].job
+    assert job is not None
+    words = ["python", "-m", "smoothsqueeze", stage]
+    if getattr(args, "spec", None) is not None:
+        words += ["--spec", as_json(args.spec)]
+    for dest in job.files:
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        words += ["--" + dest.replace("_", "-"), *(value if isinstance(value, list) else [value])]
+    return words
+
+
+def _model_not_in(plan: Any, study: str, model: str) -> None:
+    plan.entry(study, model)  # one line naming the study's models when it has no such model
+
+
+def _train_job(plan: Any, study: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    _model_not_in(plan, study, model)
+    p = plan.paths
+    return plan.train_spec(study, model), {"data": plan.dataset_file(study), "checkpoint": p.checkpoint(study, model),
+                                          "metrics": p.metrics(study, model), "settings_out": p.settings(study, model)}
+
+
+def _blackbox_job(plan: Any, study: str, attack: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    names = plan.blackbox_names(study)
+    if attack not in names:
+        raise PipelineError(f"config error: study {study!r} has no black-box attack {attack!r} (have {names})")
+    return plan.blackbox_spec(study, attack), {"source": plan.blackbox_source_checkpoint(study), "data": plan.dataset_file(study),
+                                               "out": plan.paths.blackbox(study, attack)}
+
+
+def _evaluate_job(plan: Any, study: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    _model_not_in(plan, study, model)
+    p = plan.paths
+    sets = [f"{name}={p.blackbox(study, name)}" for name in plan.blackbox_names(study)]
+    return plan.evaluate_spec(study, model), {"checkpoint": p.checkpoint(study, model), "data": plan.dataset_file(study),
+                                              "blackbox": sets, "metrics": p.metrics(study, model), "out": p.record(study, model)}
+
+
+def _analysis_job(plan: Any, study: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    _model_not_in(plan, study, model)
+    p = plan.paths
+    return plan.analysis_spec(study, model), {"checkpoint": p.checkpoint(study, model), "data": plan.dataset_file(study),
+                                              "out": p.analysis(study, model), "summary": p.analysis_summary(study, model)}
+
+
+def _audit_job(plan: Any, study: str, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    _model_not_in(plan, study, model)
+    p = plan.paths
+    return plan.audit_spec(study, model), {"checkpoint": p.checkpoint(study, model), "data": plan.dataset_file(study),
+                                           "record": p.record(study, model), "out": p.audit(study, model)}
+
+
+def _table_row_job(plan: Any, study: str, model: str) -> tuple[None, dict[str, Any]]:
+    _model_not_in(plan, study, model)
+    inputs = plan.row_inputs(study, model)
+    return None, {"record": inputs["record"], "analysis": inputs.get("analysis"), "out": plan.paths.row(study, model)}
+
+
+CHECKPOINT = "the model's checkpoint (model.pt)"
+DATA = "the prepared dataset (.npz)"
+TRAIN_JOB = Job(_train_job, {"data": DATA, "checkpoint": "where the model goes (model.pt)", "metrics": "training metrics (.json)",
+                             "settings_out": "resolved settings (settings.json)"})
+BLACKBOX_JOB = Job(_blackbox_job, {"source": "source model checkpoint", "data": DATA, "out": "the black-box set (.npz)"}, by="attack")
+EVALUATE_JOB = Job(_evaluate_job, {"checkpoint": CHECKPOINT, "data": DATA,
+                                    "metrics": "the model's training metrics.json (its robust check's verdict goes into the record)",
+                                    "blackbox": "stored black-box sets", "out": "the record (.json)"}, optional=("blackbox", "metrics"))
+ANALYSIS_JOB = Job(_analysis_job, {"checkpoint": CHECKPOINT, "data": DATA, "out": "per-image arrays (.npz)",
+                                   "summary": "summary for the tables (.json)"})
+AUDIT_JOB = Job(_audit_job, {"checkpoint": CHECKPOINT, "data": DATA, "record": "the model's evaluation record (claimed accuracies)",
+                             "out": "the audit record (.json)"}, optional=("record",))
+TABLE_ROW_JOB = Job(_table_row_job, {"record": "evaluation record (JSON)",
+                                     "analysis": "analysis summary (.json) with predicted_robust_accuracy", "out": "the row (.csv)"},
+                    optional=("analysis",))
+
+
+def _run_threads(threads: int | None, action: Callable[[], None]) -> None:
+    """Run `action` with torch on `threads` threads (as the job: Snakemake sets OMP_NUM_THREADS to the rule's threads)."""
+    if threads is None:
+        action()
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        action()
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------- data and training
@@ -65,12 +252,13 @@ TABLE_SPEC_KEYS = ("study", "dataset", "eps", "whitebox", "blackbox", "blackbox_
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    _spec(p, TRAIN_SPEC_KEYS, "the model's resolved settings")
-    p.add_argument("--data", required=True)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--settings-out", required=True)
+    _job_args(p, TRAIN_JOB, TRAIN_SPEC_KEYS, "the model's resolved settings")
+    _threads(p)
     _device(p)
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the job's, the rule's `threads`)")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -83,10 +271,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _craft_blackbox_args(p: argparse.ArgumentParser) -> None:
-    _spec(p, BLACKBOX_SPEC_KEYS, "attack, batch_size, max_examples, seed, architecture")
-    p.add_argument("--source", required=True, help="source model checkpoint")
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
+    _job_args(p, BLACKBOX_JOB, BLACKBOX_SPEC_KEYS, "attack, batch_size, max_examples, seed, architecture")
+    _threads(p)
     _device(p)
 
 
@@ -97,12 +283,8 @@ def _craft_blackbox(args: argparse.Namespace) -> None:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    _spec(p, EVALUATE_SPEC_KEYS, "whitebox attacks, batch_size, max_examples, seed, info, architecture")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--blackbox", nargs="*", default=[], metavar="NAME=PATH", help="stored black-box sets")
-    p.add_argument("--metrics", default=None, help="the model's training metrics.json (its robust check's verdict goes into the record)")
-    p.add_argument("--out", required=True)
+    _job_args(p, EVALUATE_JOB, EVALUATE_SPEC_KEYS, "whitebox attacks, batch_size, max_examples, seed, info, architecture")
+    _threads(p)
     _device(p)
 
 
@@ -120,15 +302,12 @@ def named_paths(items: list[str], option: str) -> dict[str, str]:
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
 
-    evaluate(args.spec, args.checkpoint, args.data, named_paths(args.blackbox, "--blackbox"), args.out, args.device, metrics=args.metrics)
+    evaluate(args.spec, args.checkpoint, args.data, named_paths(args.blackbox or [], "--blackbox"), args.out, args.device, metrics=args.metrics)
 
 
 def _analysis_args(p: argparse.ArgumentParser) -> None:
-    _spec(p, ("eps",), "eps, pixel_units, batch_size, max_examples, architecture, info")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True, help="per-image arrays (.npz)")
-    p.add_argument("--summary", required=True, help="summary for the tables (.json)")
+    _job_args(p, ANALYSIS_JOB, ("eps",), "eps, pixel_units, batch_size, max_examples, architecture, info")
+    _threads(p)
     _device(p)
 
 
@@ -139,11 +318,8 @@ def _analysis(args: argparse.Namespace) -> None:
 
 
 def _audit_args(p: argparse.ArgumentParser) -> None:
-    _spec(p, ("settings",), "settings (resolved audit settings), architecture, info")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--record", default=None, help="the model's evaluation record (claimed accuracies)")
-    p.add_argument("--out", required=True)
+    _job_args(p, AUDIT_JOB, ("settings",), "settings (resolved audit settings), architecture, info")
+    _threads(p)
     _device(p)
 
 
@@ -194,9 +370,7 @@ def _audit_table(args: argparse.Namespace) -> None:
 
 
 def _table_row_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--record", required=True, help="evaluation record (JSON)")
-    p.add_argument("--analysis", default=None, help="analysis summary (.json) with predicted_robust_accuracy")
-    p.add_argument("--out", required=True)
+    _job_args(p, TABLE_ROW_JOB)
 
 
 def _table_row(args: argparse.Namespace) -> None:
@@ -270,12 +444,13 @@ def _project(args: argparse.Namespace) -> None:
 #: Every stage, in pipeline order.
 STAGES: dict[str, Stage] = {
     "prepare-data": Stage("write a dataset's train/test split as one .npz", _prepare_data_args, _prepare_data),
-    "train": Stage("train one grid point", _train_args, _train),
-    "craft-blackbox": Stage("craft one black-box adversarial test set on the source model", _craft_blackbox_args, _craft_blackbox),
-    "evaluate": Stage("clean, white-box and black-box accuracy of one model", _evaluate_args, _evaluate),
-    "analysis": Stage("Eq. 4 quantities and activation sums of one model", _analysis_args, _analysis),
-    "audit": Stage("gradient-masking audit of one model", _audit_args, _audit),
-    "table-row": Stage("one model's table row from its record (+ analysis summary)", _table_row_args, _table_row),
+    "train": Stage("train one grid point", _train_args, _train, TRAIN_JOB, threads=1),
+    "craft-blackbox": Stage("craft one black-box adversarial test set on the source model", _craft_blackbox_args, _craft_blackbox,
+                            BLACKBOX_JOB, threads=1),
+    "evaluate": Stage("clean, white-box and black-box accuracy of one model", _evaluate_args, _evaluate, EVALUATE_JOB, threads=1),
+    "analysis": Stage("Eq. 4 quantities and activation sums of one model", _analysis_args, _analysis, ANALYSIS_JOB, threads=1),
+    "audit": Stage("gradient-masking audit of one model", _audit_args, _audit, AUDIT_JOB, threads=1),
+    "table-row": Stage("one model's table row from its record (+ analysis summary)", _table_row_args, _table_row, TABLE_ROW_JOB),
     "table": Stage("a study table from row files (CSV, LaTeX, HTML)", _study_table_args, _study_table),
     "compare": Stage("ours vs the paper for every paper row with a model in the study", _compare_args, _compare),
     "audit-table": Stage("the study's audit table from its audit records", _audit_table_args, _audit_table),
@@ -296,6 +471,11 @@ def build_parser(stage: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _stage_parser(parser: argparse.ArgumentParser, stage: str) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[stage]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = argv[0] if argv and argv[0] in STAGES else ""  # "": list the stages, or refuse an unknown one
@@ -304,4 +484,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage is None:  # no stage: list them (exit 0), as --help does
         parser.print_help()
         return 0
-    return exit_status(lambda: STAGES[args.stage].run(args))
+    stage = STAGES[args.stage]
+    command = ["python", "-m", "smoothsqueeze", *argv]
+    threads = getattr(args, "threads", None) or stage.threads
+    if stage.job is not None:
+        status = exit_status(lambda: _resolve_job(args, args.stage, _stage_parser(parser, args.stage)))
+        if status:
+            return status
+        if args.study is not None:  # by hand: the workflow's job, said in one line
+            command = job_command(args.stage, args)
+            if args.dry_run:
+                print(shlex.join(command))
+                return 0
+            name = getattr(args, stage.job.by)
+            outputs = ", ".join(str(getattr(args, d)) for d in ("checkpoint", "out") if getattr(args, d, None))
+            print(f"{args.stage} {args.study}/{name}: the workflow's job, torch on {threads or 'its default'} thread(s)"
+                  f"{' -> ' + outputs if outputs else ''}", file=sys.stderr, flush=True)
+    if not sys.stdout.isatty():  # a job's log (or a redirected run): first, what ran
+        print(f"command: {shlex.join(command)}", flush=True)
+    return exit_status(lambda: _run_threads(threads, lambda: stage.run(args)))

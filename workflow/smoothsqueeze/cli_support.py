@@ -41,11 +41,13 @@ def json_object(option: str, required: tuple[str, ...] = ()) -> Callable[[str], 
 
 
 def exit_status(action: Callable[[], object]) -> int:
-    """Run a stage: a PipelineError prints as one line `error: ...` (exit 2), Ctrl-C as one line (130)."""
+    """Run a stage: a PipelineError prints as one line `error: ...` (a config error as the workflow prints it,
+    `config error: ...`; exit 2), Ctrl-C as one line (130)."""
     try:
         action()
     except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
+        text = str(err)
+        print(text if text.startswith("config error: ") else f"error: {text}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"error: {os_error_line(err)}", file=sys.stderr)

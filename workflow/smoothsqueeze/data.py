@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import zlib
@@ -402,6 +403,36 @@ def _read_checked(name: str, raw_dir: Path, scratch: Path, verify: bool, where: 
         raise PipelineError(f"{name}: torchvision could not read the checked files under {root} ({_first_line(err)}); {if_bad}") from None
 
 
+def download_reason(err: BaseException) -> str:
+    """A failed torchvision download as one line that ends on its cause.
+
+    torchvision's MNIST-style datasets raise 'Error downloading <file>:' with the cause of each
+    mirror on the lines after it ('Tried <mirror>, got:' / '<urlopen error [Errno -2] Name or
+    service not known>'), so the first line alone has an empty cause. Here every mirror keeps its
+    cause: 'could not download <file>: tried <mirror>: Name or service not known; tried ...'.
+    """
+    text = str(err).strip()
+    if not text:
+        return type(err).__name__
+    text = re.sub(r"<urlopen error (?:\[Errno -?\d+\] )?(.*?)>", r"\1", text)
+    head, *rest = [line.strip() for line in text.splitlines() if line.strip()]
+    match = re.fullmatch(r"Error downloading (.+?):?", head)
+    if not match:
+        return "; ".join([head, *rest])
+    tries, current = [], None
+    for line in rest:
+        tried = re.fullmatch(r"Tried (.+?), got:?", line)
+        if tried:
+            current = tried.group(1)
+            tries.append([f"tried {current}:"])
+        elif tries:
+            tries[-1].append(line)
+        else:
+            tries.append([line])
+    causes = "; ".join(" ".join(parts) for parts in tries) or "no cause given"
+    return f"could not download {match.group(1)}: {causes}"
+
+
 def _download(name: str, final: Path) -> None:
     """Download into a temporary folder moved to `final` only when complete and its checksums matched."""
     if final.exists() and any(final.iterdir()):
@@ -412,12 +443,26 @@ def _download(name: str, final: Path) -> None:
         _torchvision_splits(name, tmp, download=True, verify=True)
     except Exception as err:  # noqa: BLE001 - any download failure gets the same advice
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = download_reason(err)
+        if name == "cifar10" and not reason.startswith("could not download"):  # its URLError names no address
+            from torchvision import datasets
+
+            reason = f"could not download {datasets.CIFAR10.url}: {reason}"
         raise PipelineError(f"{name}: download failed ({reason}); nothing was kept. To use files you have: {MANUAL_HELP[name]}") from None
     final.mkdir(parents=True, exist_ok=True)
     for child in tmp.iterdir():
         shutil.move(str(child), final / child.name)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_data_root(name: str, root: Path) -> None:
+    """A data_root that is not there says so, before any file under it is looked for."""
+    if not root.exists():
+        where = "" if root.is_absolute() else f" (relative to {Path.cwd()})"
+        sub = f"{IDX_CLASSES[name]}/raw/" if name in IDX_CLASSES else "cifar-10-batches-py/"
+        fallback = "use Debian's files or download" if name == "fashion_mnist" else "download"
+        raise PipelineError(f"{name}: data_root {root}{where} does not exist (no such folder); set data_root in config.yaml "
+                            f"to the folder that holds {sub}, or to null to {fallback}")
 
 
 def prepare_torchvision(
@@ -443,6 +488,7 @@ def prepare_torchvision(
         if data_root is not None:
             root = Path(data_root)
             help_ = MANUAL_HELP[name].replace("<dir>", str(root))
+            _check_data_root(name, root)
             splits = _read_checked(name, root / cls / "raw", scratch, verify, f"under data_root {root}", help_, "replace the file with the published one")
         elif name == "fashion_mnist" and all((system / f"{fname}.gz").is_file() for fname, _ in IDX_FILES):
             fix = "reinstall it (apt-get install --reinstall dataset-fashion-mnist) or set data_root"
@@ -453,8 +499,9 @@ def prepare_torchvision(
             splits = _read_checked(name, scratch / cls / "raw", scratch, verify, f"in the download folder {scratch}", fix, fix)
     elif data_root is not None:
         root = Path(data_root)
-        problem = _cifar_problem(root / "cifar-10-batches-py", verify)
         help_ = MANUAL_HELP[name].replace("<dir>", str(root))
+        _check_data_root(name, root)
+        problem = _cifar_problem(root / "cifar-10-batches-py", verify)
         if problem and problem.startswith("no usable files"):
             raise PipelineError(f"{name}: {problem} (under data_root {root}); {help_}")
         if problem:
