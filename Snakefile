@@ -74,6 +74,7 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/cost.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -90,3 +91,12 @@ for _study in config["studies"]:
             _study
         input:
             Plan(config).study_targets(_study),
+
+
+onsuccess:
+    # Where the study's claims ledger is, and one line per claim (smoothsqueeze.claims.console: csv only).
+    from smoothsqueeze.claims.console import console_lines
+
+    for _study in Plan(config).requested_studies(workflow.dag_settings.targets):
+        for _line in console_lines(_study, config["reports_dir"]):
+            print(_line)
