@@ -570,10 +570,10 @@ def test_requested_studies_and_the_overview_inputs(tmp_path: Path, monkeypatch: 
     assert p.requested_studies([]) == ["a"] and p.requested_studies(["all"]) == ["a"]
     assert p.requested_studies(["b", "reports/c/report.html", "results/a/records/x.json", "reports/claims.md"]) == ["b", "c", "a"]
     monkeypatch.chdir(tmp_path)
-    assert p.claims_overview_inputs(["b"]) == ["reports/b/claims.csv"]
+    assert p.claims_overview_inputs(["b"], os.path.exists) == ["reports/b/claims.csv"]
     (tmp_path / "reports" / "c").mkdir(parents=True)
     (tmp_path / "reports" / "c" / "claims.csv").write_text("")
-    assert p.claims_overview_inputs([]) == ["reports/a/claims.csv", "reports/c/claims.csv"]
+    assert p.claims_overview_inputs([], os.path.exists) == ["reports/a/claims.csv", "reports/c/claims.csv"]
     targets = p.study_targets("a")
     assert "reports/a/claims.html" in targets and "reports/claims.md" in targets
     assert "reports/claims.md" not in p.report_inputs("a") and "reports/a/claims.html" in p.report_inputs("a")

@@ -2,6 +2,8 @@
 # artifacts, reports/<study>/claims.{csv,md,tex,html}, and every built study side by side,
 # reports/claims.{csv,md,html}. The claims job's inputs are exactly the files it reads (records,
 # audits, analysis arrays, metrics, the cost table), so it reruns when one of them changes, and only then.
+import os
+
 from smoothsqueeze.study import CLAIMS_FORMATS, CLAIMS_OVERVIEW_FORMATS, FORMAT_LABELS, STAGE_VERSIONS, Plan, as_json
 
 plan = Plan(config)
@@ -45,7 +47,7 @@ rule claims:
 rule claims_overview:
     input:
         # Every study whose ledger exists when the DAG is made, and every study this run builds.
-        ledgers=lambda w: plan.claims_overview_inputs(workflow.dag_settings.targets),
+        ledgers=lambda w: plan.claims_overview_inputs(workflow.dag_settings.targets, os.path.exists),
     output:
         **{ext: plan.paths.claims_overview(ext) for ext in CLAIMS_OVERVIEW_FORMATS},
     params:

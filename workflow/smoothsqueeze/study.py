@@ -28,7 +28,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 #: Data the package carries (installed with it: see pyproject.toml's package-data).
 RESOURCES = Path(__file__).resolve().parent / "resources"
@@ -855,7 +855,8 @@ class Plan:
     # -- the claims ledger
 
     def claims_spec(self, study: str) -> dict[str, Any]:
-        """What the claims job reads: the study's facts and, per model, its record, audit, analysis arrays and metrics."""
+        """What the claims job reads: the study's facts and, per model (every seed of every grid entry), its
+        group, record, audit, analysis arrays and metrics."""
         st = self.study(study)
         p = self.paths
         return {
@@ -867,9 +868,9 @@ class Plan:
             "blackbox_source": st["blackbox"]["source"],
             "cost": p.table(study, "cost", "csv"),
             "models": [
-                {"model_id": m, "entry": self.entry(study, m), "record": p.record(study, m), "audit": p.audit(study, m),
+                {"model_id": m, "group": group, "entry": self.entry(study, m), "record": p.record(study, m), "audit": p.audit(study, m),
                  "analysis": p.analysis(study, m), "metrics": p.metrics(study, m)}
-                for m in self.model_ids(study)
+                for group, models in self.groups(study).items() for m in models
             ],
         }
 
@@ -901,12 +902,13 @@ class Plan:
                 found.append(hit)
         return found
 
-    def claims_overview_inputs(self, targets: Iterable[str]) -> list[str]:
-        """The ledgers the overview sets side by side: every study built when the DAG is made (its claims.csv
-        exists) and every study this run builds. Known at DAG time, so a newly built study enters the
-        overview in the run that builds it, and a study never built is never built for it."""
+    def claims_overview_inputs(self, targets: Iterable[str], built: Callable[[str], bool]) -> list[str]:
+        """The ledgers the overview sets side by side: every study built when the DAG is made (`built(path)`
+        of its claims.csv, e.g. os.path.exists: this module does no I/O) and every study this run builds.
+        Known at DAG time, so a newly built study enters the overview in the run that builds it, and a
+        study never built is never built for it."""
         requested = set(self.requested_studies(targets))
-        return [self.paths.claims(s, "csv") for s in self.config["studies"] if s in requested or Path(self.paths.claims(s, "csv")).exists()]
+        return [self.paths.claims(s, "csv") for s in self.config["studies"] if s in requested or built(self.paths.claims(s, "csv"))]
 
     # -- final files
 

@@ -345,7 +345,7 @@ def load(spec: Mapping[str, Any]) -> StudyEvidence:
         if "k" not in entry:
             raise PipelineError(f"claims spec: model {item['model_id']!r} has no grid entry")
         seed = (record or {}).get("train_seed", entry.get("seed", spec.get("seed")))
-        group = (record or {}).get("group") or item.get("group") or item["model_id"]
+        group = item.get("group") or (record or {}).get("group") or item["model_id"]
         models[item["model_id"]] = Model(
             item["model_id"], entry, group, seed, paths, record, _read_json(paths.get("audit")), _read_json(paths.get("metrics")),
             cost.get(item["model_id"]),
