@@ -25,7 +25,7 @@ import numpy as np
 from . import compare as cmp
 from .inputs import CIFAR, MNIST_LIKE, Group, Missing, Model, StudyEvidence
 from .measure import (
-    ABOVE, AT_MOST, FAILS, HOLDS, NOT_TESTABLE, PAPER_ONLY, WITHIN_NOISE, Diff, Part, fmt_num, fmt_pct, unpaired_diff, untested,
+    ABOVE, AT_MOST, FAILS, HOLDS, NOT_TESTABLE, PAPER_ONLY, WITHIN_NOISE, Diff, Part, fmt_pct, unpaired_diff, untested,
 )
 from ..evidence import intervals as iv
 
@@ -125,7 +125,8 @@ def band(name: str, a: Group, b: Group, metric_a: str, metric_b: str, tol: float
     lower = cmp.accuracy(a, b, metric_a, -tol, metric_b=metric_b)
     v_up, v_low = upper.verdict("at most"), lower.verdict("above")
     verdict = FAILS if FAILS in (v_up, v_low) else (HOLDS if v_up == v_low == HOLDS else WITHIN_NOISE)
-    return Part(name, verdict, f"{name}: {lower.text} (allowed +-{tol:g} pp)", lower.models)
+    text = lower.text.replace(f" (threshold {-tol:+g} pp)", "")
+    return Part(name, verdict, f"{name}: {text} (allowed +-{tol:g} pp)", lower.models)
 
 
 def robust_at_most(name: str, a: Group, b: Group, threshold: float, claimed: Group) -> Part:

@@ -47,7 +47,9 @@ def legend() -> str:
 
 
 def study_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
-    dataset = rows[0]["dataset"] if rows else "?"
+    from .ledger import DATASET_NAMES
+
+    dataset = DATASET_NAMES.get(rows[0]["dataset"], rows[0]["dataset"]) if rows else "?"
     lines = [
         f"# Claims ledger: study `{study}` ({dataset})", "",
         f"Every claim of the paper (C1-C20) and C21 beyond it, decided from this study's records, audits, "
