@@ -21,7 +21,8 @@ from .registry import CLAIMS, Claim
 
 PUBLISHED_CSV = RESOURCES / "claims" / "published.csv"
 #: The per-study ledger's columns, in CSV order.
-FIELDS = ("study", "dataset", "claim", "title", "verdict", "untested", "measured", "paper", "published", "models", "rule", "statement", "where")
+FIELDS = ("study", "dataset", "claim", "title", "verdict", "untested", "measured", "paper", "published", "models", "rule", "statement", "where",
+          "needs")
 DATASET_NAMES = {"mnist": "MNIST", "mnist5k": "MNIST (5k)", "digits": "8x8 digits", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 
@@ -47,7 +48,7 @@ def _row(c: Claim, ev: inputs.StudyEvidence, verdict: str, measured: str, models
     return {
         "study": ev.study, "dataset": ev.dataset, "claim": c.id, "title": c.title, "verdict": verdict, "untested": untested,
         "measured": measured, "paper": c.paper, "published": published(c.id), "models": " ".join(models), "rule": c.rule_text,
-        "statement": c.statement, "where": c.where,
+        "statement": c.statement, "where": c.where, "needs": (", ".join(DATASET_NAMES.get(d, d) for d in c.datasets) + " study: " if c.datasets else "") + c.needs,
     }
 
 

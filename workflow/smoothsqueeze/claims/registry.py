@@ -533,7 +533,7 @@ def _not_source(ev: StudyEvidence, groups: list[Group]) -> list[Group]:
     statement="On CIFAR-10, label smoothing + noise beats adversarial training under black-box attack: over 73% vs 64%.",
     where="Abstract, Intro, Table 4", paper="71.58-73.16 vs 63.39 / 64.38",
     reads=("records", "audits"), datasets=CIFAR,
-    needs="a CIFAR-10 study (GPU) with label smoothing + noise and an adversarially trained model that is not the black-box source",
+    needs="label smoothing + noise and an adversarially trained model that is not the black-box source (a GPU study)",
     rule="""The label smoothing + noise model with the best black-box PGD accuracy (worst of the
     record's black-box PGD sets per image, where the paper takes the lowest column) against the PGD
     adversarially trained model that is not the black-box source (the source's black-box numbers are
@@ -552,7 +552,7 @@ def c14(ev: StudyEvidence) -> list[Part]:
     "C15", title="CIFAR-10 white-box: LSQ / LS about 50% vs 47% adversarial",
     statement="On CIFAR-10, logit squeezing (and label smoothing) reach about 50% white-box vs about 47% for adversarial training, with higher clean accuracy.",
     where="Intro, Sec. 4, Table 3", paper="LSQ beta 10: 52.55 / 48.78 and 52.30 / 49.73 vs 45.84 / 46.90",
-    reads=("records", "audits"), datasets=CIFAR, needs="a CIFAR-10 study (GPU) with logit squeezing or label smoothing + noise and adversarial training",
+    reads=("records", "audits"), datasets=CIFAR, needs="logit squeezing or label smoothing + noise and PGD adversarial training (a GPU study)",
     rule="""For logit squeezing + noise and for label smoothing + noise, the model with the best PGD
     accuracy (worst of PGD-20 x-ent / CW per image) against the strongest PGD adversarially trained
     model: PGD accuracy higher beyond noise, checked again under the audit's strongest attack; and
@@ -573,7 +573,7 @@ def c15(ev: StudyEvidence) -> list[Part]:
     "C16", title="CIFAR-10: regularisers beat adversarial training on FGSM and clean",
     statement="Regularised models beat adversarial training on FGSM and on clean accuracy; a random start weakens FGSM.",
     where="Intro, Table 3 and its caption", paper="FGSM 64-76% vs 56%; clean 89.9-92.9% vs 87.25%",
-    reads=("records",), datasets=CIFAR, needs="a CIFAR-10 study (GPU); for the random start, an FGSM attack with a random start",
+    reads=("records",), datasets=CIFAR, needs="regulariser + noise models and PGD adversarial training (a GPU study); for the random start, an FGSM attack with a random start",
     rule="""Every regulariser + noise model against the strongest PGD adversarially trained model: FGSM
     accuracy (worst of the FGSM attacks per image) higher, and clean accuracy higher, beyond noise.
     Random start: on every model, a white-box FGSM attack with a random start leaves a higher accuracy
@@ -609,7 +609,7 @@ def random_start_pairs(m: Model) -> list[tuple[str, str]]:
     "C17", title="CIFAR-10: large beta often fails to train, LS rarely",
     statement="On CIFAR-10 a large beta often fails to train; label smoothing rarely does.",
     where="App. D", paper="no failed run is tabulated", reads=("records", "metrics"), datasets=CIFAR,
-    needs="a CIFAR-10 study (GPU) with logit squeezing and label smoothing models",
+    needs="logit squeezing and label smoothing models, several runs of each (a GPU study)",
     rule="""Share of training runs (every seed) that collapsed (training accuracy below twice chance):
     logit squeezing at the study's largest beta minus label smoothing (every alpha), with the
     Wilson/Newcombe interval over runs: above 0 holds, at or below fails.""",

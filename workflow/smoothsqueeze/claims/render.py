@@ -29,12 +29,15 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[base.Column]) ->
     return pd.DataFrame(data, columns=[c.key for c in columns]) if data else pd.DataFrame(columns=[c.key for c in columns])
 
 
+#: LaTeX gets the verdicts (a float of 21 short rows: a page); the numbers, noise floors, models and
+#: rules are in claims.md, .csv and .html.
 STUDY_COLUMNS = [
-    base.Column("claim", "Claim", fmt="text", tex_width="0.6cm"),
-    base.Column("title", "Claim (short)", "Claim", fmt="text", tex_width="3cm"),
-    base.Column("shown", "Verdict", fmt="text", tex_width="2.2cm"),
-    base.Column("measured", "Measured (noise floor)", fmt="text", tex_width="7.5cm"),
-    base.Column("paper", "Paper's numbers", fmt="text", tex_width="3cm"),
+    base.Column("claim", "Claim", fmt="text"),
+    base.Column("title", "Claim (short)", "Claim", fmt="text", tex_width="0.44\\linewidth"),
+    base.Column("where", "Where in the paper", "Where", fmt="text", in_tex=True, tex_width="0.2\\linewidth"),
+    base.Column("shown", "Verdict", fmt="text", tex_width="0.2\\linewidth"),
+    base.Column("measured", "Measured (noise floor)", fmt="text", in_tex=False),
+    base.Column("paper", "Paper's numbers", fmt="text", in_tex=False),
     base.Column("published", "Published re-evaluations", fmt="text", in_tex=False),
     base.Column("models", "Models", fmt="text", in_tex=False),
     base.Column("untested", "Not tested here (what it needs)", fmt="text", in_tex=False),
@@ -81,11 +84,15 @@ def write_study(rows: Sequence[Mapping[str, Any]], study: str, outputs: Mapping[
     csv_columns = [base.Column(f, f, fmt="text") for f in FIELDS]
     title = f"Claims ledger of study {study}"
     caption = f"One row per claim; verdicts: {counts(rows)}. {legend()}."
-    tex_caption = base.latex_escape(f"Claims ledger of study {study}: the paper's claims decided from the study's records ({counts(rows)}).")
+    tex_caption = base.latex_escape(
+        f"Claims ledger of study {study}: the paper's claims decided from the study's records ({counts(rows)}); "
+        f"the numbers with their noise floors, the models and the rules are in claims.md and claims.csv."
+    )
     _write(outputs.get("csv"), base.to_csv(csv_columns, frame))
     _write(outputs.get("md"), study_markdown(rows, study))
+    html_columns = [c for c in STUDY_COLUMNS if c.key != "where"]
     _write(outputs.get("tex"), base.to_latex(STUDY_COLUMNS, _frame(rows, STUDY_COLUMNS), tex_caption, f"tab:{study}-claims", resize=True))
-    _write(outputs.get("html"), base.to_html(STUDY_COLUMNS, _frame(rows, STUDY_COLUMNS), title, caption))
+    _write(outputs.get("html"), base.to_html(html_columns, _frame(rows, html_columns), title, caption))
 
 
 # ---------------------------------------------------------------- across studies
