@@ -280,7 +280,7 @@ def test_cifar_claims_are_not_testable_on_digits_and_say_what_they_need() -> Non
 def test_missing_kinds_are_not_testable() -> None:
     lab = Lab()
     lab.add({}, eq4=0)
-    rows = {r["claim"]: r for r in ledger.evaluate(lab.evidence())}
+    rows = {r["id"]: r for r in ledger.evaluate(lab.evidence())}
     assert all(r["verdict"] == NOT_TESTABLE and r["untested"] for cid, r in rows.items() if cid not in ("C4", "C19"))
     # what a natural model alone can show (Eq. 4 predicts 0%, no neuron inactive) is tested, the rest named
     assert rows["C4"]["verdict"] == HOLDS and "an adversarially trained model" in rows["C4"]["untested"]
@@ -525,9 +525,9 @@ def test_stage_writes_the_ledger_and_the_overview(tmp_path: Path) -> None:
     out = {ext: str(tmp_path / "reports" / "planted" / f"claims.{ext}") for ext in ("csv", "md", "tex", "html")}
     assert cli.main(["claims", "--study", "planted", "--spec", json.dumps(spec), *(w for ext, p in out.items() for w in (f"--{ext}", p))]) == 0
     rows = ledger.read_ledger(out["csv"])
-    assert [r["claim"] for r in rows] == list(registry.CLAIMS)
+    assert [r["id"] for r in rows] == list(registry.CLAIMS)
     assert all(r["verdict"] in measure.VERDICTS for r in rows)
-    assert {r["claim"]: r["verdict"] for r in rows}["C14"] == NOT_TESTABLE
+    assert {r["id"]: r["verdict"] for r in rows}["C14"] == NOT_TESTABLE
     md = Path(out["md"]).read_text()
     assert md.count("\n## C") == 21 and "*Rule:*" in md
     assert r"\begin{table}" in Path(out["tex"]).read_text() and "<table>" in Path(out["html"]).read_text()
@@ -536,7 +536,7 @@ def test_stage_writes_the_ledger_and_the_overview(tmp_path: Path) -> None:
     for m in spec2["models"]:
         Path(m["audit"]).unlink()
     ledger.run(spec2, {"csv": str(tmp_path / "reports" / "other" / "claims.csv")})
-    other = {r["claim"]: r for r in ledger.read_ledger(tmp_path / "reports" / "other" / "claims.csv")}
+    other = {r["id"]: r for r in ledger.read_ledger(tmp_path / "reports" / "other" / "claims.csv")}
     assert other["C7"]["verdict"] == NOT_TESTABLE and "missing input: the audit" in other["C7"]["untested"]
     # across studies
     ov = {ext: str(tmp_path / "reports" / f"claims.{ext}") for ext in ("csv", "md", "html")}
@@ -544,7 +544,7 @@ def test_stage_writes_the_ledger_and_the_overview(tmp_path: Path) -> None:
                      *(w for ext, p in ov.items() for w in (f"--{ext}", p))]) == 0
     overview = ledger.read_ledger(ov["csv"])
     assert len(overview) == 21 and {"planted", "other"} <= set(overview[0])
-    assert "Mosbach" in next(r for r in overview if r["claim"] == "C13")["published"]
+    assert "Mosbach" in next(r for r in overview if r["id"] == "C13")["published"]
     # the console's lines
     lines = console.console_lines("planted", tmp_path / "reports")
     assert len(lines) == 22 and "claims.md" in lines[0] and lines[1].split()[0] == "C1"
@@ -587,10 +587,10 @@ def test_tiny_study_ledger_is_built_and_rebuilt_only_when_its_inputs_change(tiny
 
     reports = tiny_copy / "reports"
     rows = ledger.read_ledger(reports / "tiny" / "claims.csv")
-    assert [r["claim"] for r in rows] == list(registry.CLAIMS) and all(r["verdict"] in measure.VERDICTS for r in rows)
+    assert [r["id"] for r in rows] == list(registry.CLAIMS) and all(r["verdict"] in measure.VERDICTS for r in rows)
     for ext in ("md", "tex", "html"):
         assert (reports / "tiny" / f"claims.{ext}").stat().st_size > 0
-    assert [r["claim"] for r in ledger.read_ledger(reports / "claims.csv")] == list(registry.CLAIMS)
+    assert [r["id"] for r in ledger.read_ledger(reports / "claims.csv")] == list(registry.CLAIMS)
     assert "claims" in (reports / "tiny" / "report.html").read_text()
     from test_latex_tables import _compile_all, latex_problems
 

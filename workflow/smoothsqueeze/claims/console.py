@@ -21,6 +21,6 @@ def console_lines(study: str, reports_dir: str | Path, width: int = 120) -> list
     pad = max((len(shown_verdict(r)) for r in rows), default=0)
     lines = [f"Claims ledger of {study} ({counts(rows)}): {path.with_suffix('.md')}, {path.with_suffix('.html')}"]
     for r in rows:
-        line = f"  {r['claim']:<4} {shown_verdict(r):<{pad}}  {r['title']}"
+        line = f"  {r['id']:<4} {shown_verdict(r):<{pad}}  {r['title']}"
         lines.append(line if len(line) <= width else line[: width - 3] + "...")
     return lines

@@ -21,7 +21,7 @@ from .registry import CLAIMS, Claim
 
 PUBLISHED_CSV = RESOURCES / "claims" / "published.csv"
 #: The per-study ledger's columns, in CSV order.
-FIELDS = ("study", "dataset", "claim", "title", "verdict", "untested", "measured", "paper", "published", "models", "rule", "statement", "where",
+FIELDS = ("study", "dataset", "id", "title", "verdict", "untested", "measured", "paper", "published", "models", "rule", "statement", "where",
           "needs")
 DATASET_NAMES = {"mnist": "MNIST", "mnist5k": "MNIST (5k)", "digits": "8x8 digits", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
@@ -46,7 +46,7 @@ def published(claim_id: str, path: Path = PUBLISHED_CSV) -> str:
 
 def _row(c: Claim, ev: inputs.StudyEvidence, verdict: str, measured: str, models: Sequence[str], untested: str) -> dict[str, Any]:
     return {
-        "study": ev.study, "dataset": ev.dataset, "claim": c.id, "title": c.title, "verdict": verdict, "untested": untested,
+        "study": ev.study, "dataset": ev.dataset, "id": c.id, "title": c.title, "verdict": verdict, "untested": untested,
         "measured": measured, "paper": c.paper, "published": published(c.id), "models": " ".join(models), "rule": c.rule_text,
         "statement": c.statement, "where": c.where, "needs": (", ".join(DATASET_NAMES.get(d, d) for d in c.datasets) + " study: " if c.datasets else "") + c.needs,
     }

@@ -32,7 +32,7 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[base.Column]) ->
 #: LaTeX gets the verdicts (a float of 21 short rows: a page); the numbers, noise floors, models and
 #: rules are in claims.md, .csv and .html.
 STUDY_COLUMNS = [
-    base.Column("claim", "Claim", fmt="text"),
+    base.Column("id", "Claim", fmt="text"),
     base.Column("title", "Claim (short)", "Claim", fmt="text", tex_width="0.44\\linewidth"),
     base.Column("where", "Where in the paper", "Where", fmt="text", in_tex=True, tex_width="0.2\\linewidth"),
     base.Column("shown", "Verdict", fmt="text", tex_width="0.2\\linewidth"),
@@ -62,7 +62,7 @@ def study_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
         base.to_markdown(STUDY_COLUMNS[:3], _frame(rows, STUDY_COLUMNS[:3])),
     ]
     for r in rows:
-        lines += [f"## {r['claim']}: {r['title']} -- {shown_verdict(r)}", "", f"*The paper ({r['where']}):* {r['statement']}", ""]
+        lines += [f"## {r['id']}: {r['title']} -- {shown_verdict(r)}", "", f"*The paper ({r['where']}):* {r['statement']}", ""]
         if r["measured"]:
             lines += ["*Measured:*", *(f"- {part.strip()}" for part in r["measured"].split(" | ")), ""]
         if r["untested"]:
@@ -102,10 +102,10 @@ def overview_rows(studies: Sequence[Sequence[Mapping[str, str]]]) -> list[dict[s
     """One row per claim of the registry: its verdict in every study (by study name), and the published numbers."""
     from .ledger import published
 
-    by_study = {s[0]["study"]: {r["claim"]: r for r in s} for s in studies if s}
+    by_study = {s[0]["study"]: {r["id"]: r for r in s} for s in studies if s}
     out = []
     for cid, c in CLAIMS.items():
-        row: dict[str, Any] = {"claim": cid, "title": c.title, "paper": c.paper, "published": published(cid)}
+        row: dict[str, Any] = {"id": cid, "title": c.title, "paper": c.paper, "published": published(cid)}
         for name, claims in by_study.items():
             r = claims.get(cid)
             row[name] = shown_verdict(r) if r else "not in this study's ledger (rebuild it)"
@@ -116,7 +116,7 @@ def overview_rows(studies: Sequence[Sequence[Mapping[str, str]]]) -> list[dict[s
 def write_overview(rows: Sequence[Mapping[str, Any]], studies: Sequence[tuple[str, str]], outputs: Mapping[str, str | Path | None]) -> None:
     """reports/claims.{csv,md,html}: claims x built studies."""
     columns = [
-        base.Column("claim", "Claim", fmt="text"),
+        base.Column("id", "Claim", fmt="text"),
         base.Column("title", "Claim (short)", fmt="text"),
         *(base.Column(name, f"{name} ({dataset})", fmt="text") for name, dataset in studies),
         base.Column("paper", "Paper's numbers", fmt="text"),
