@@ -34,8 +34,13 @@ onstart:
 
 onsuccess:
     from smoothsqueeze import jobserver
+    from smoothsqueeze.claims.console import console_lines
 
     jobserver.stop(_JOBSERVER.pop("server", None))
+    # The run ends on each built study's claims ledger: where it is, and one line per claim (csv only).
+    for _study in Plan(config).requested_studies(workflow.dag_settings.targets):
+        for _line in console_lines(_study, config["reports_dir"]):
+            print(_line)
 
 
 onerror:
@@ -92,11 +97,3 @@ for _study in config["studies"]:
         input:
             Plan(config).study_targets(_study),
 
-
-onsuccess:
-    # Where the study's claims ledger is, and one line per claim (smoothsqueeze.claims.console: csv only).
-    from smoothsqueeze.claims.console import console_lines
-
-    for _study in Plan(config).requested_studies(workflow.dag_settings.targets):
-        for _line in console_lines(_study, config["reports_dir"]):
-            print(_line)
