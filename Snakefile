@@ -37,7 +37,8 @@ onsuccess:
     from smoothsqueeze import jobserver
 
     jobserver.stop(_JOBSERVER.pop("server", None))
-    # The run's last lines: each study report it built or found up to date (smoothsqueeze.console.summary: extend it there).
+    # The run's last lines: each study report it built or found up to date, and that study's claims
+    # ledger, one line per claim (smoothsqueeze.console.summary: extend it there).
     console.at_end(console.summary(config, console.dag_files(workflow)))
 
 
@@ -77,6 +78,7 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/cost.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/report.smk"
 
 

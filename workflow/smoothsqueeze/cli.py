@@ -441,6 +441,51 @@ def _project(args: argparse.Namespace) -> None:
     run(args)
 
 
+def _claims_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", required=True)
+    p.add_argument("--spec", type=json_object("--spec", ("study", "dataset", "eps", "models")), default=None,
+                   help="the study's facts and, per model, its record, audit, analysis and metrics paths (JSON object; "
+                   "default: from --configfile)")
+    p.add_argument("--configfile", default="config.yaml", help="without --spec: the config whose results folder holds the study")
+    p.add_argument("--print", action="store_true", help="print the ledger (Markdown) computed from the study's records; no files written")
+    for ext in ("csv", "md", "tex", "html"):
+        p.add_argument(f"--{ext}", default=None, help=f"write the ledger as {ext}")
+
+
+def _claims(args: argparse.Namespace) -> None:
+    from .claims import inputs, ledger, render
+
+    spec = args.spec
+    if spec is None:
+        from .config import load_config
+        from .study import Plan
+
+        spec = Plan(load_config(args.configfile)).claims_spec(args.study)
+    if spec["study"] != args.study:
+        raise PipelineError(f"--spec is of study {spec['study']!r}, --study says {args.study!r}")
+    outputs = {ext: getattr(args, ext) for ext in ("csv", "md", "tex", "html")}
+    if args.print:
+        print(render.study_markdown(ledger.evaluate(inputs.load(spec)), args.study))
+    if any(outputs.values()):
+        rows = ledger.run(spec, outputs)
+        print(render.counts(rows))
+    elif not args.print:
+        raise PipelineError("claims: give --print or at least one of --csv, --md, --tex, --html")
+
+
+def _claims_overview_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ledgers", nargs="*", default=[], help="the studies' claims.csv files")
+    p.add_argument("--csv", default=None)
+    p.add_argument("--md", default=None)
+    p.add_argument("--html", default=None)
+
+
+def _claims_overview(args: argparse.Namespace) -> None:
+    from .claims import ledger
+
+    ledger.overview(args.ledgers, {"csv": args.csv, "md": args.md, "html": args.html})
+
+
 #: Every stage, in pipeline order.
 STAGES: dict[str, Stage] = {
     "prepare-data": Stage("write a dataset's train/test split as one .npz", _prepare_data_args, _prepare_data),
@@ -456,6 +501,8 @@ STAGES: dict[str, Stage] = {
     "audit-table": Stage("the study's audit table from its audit records", _audit_table_args, _audit_table),
     "cost": Stage("measured cost of every model from Snakemake benchmark files", _cost_args, _cost),
     "figures": Stage("the paper's figures for one study", _figures_args, _figures),
+    "claims": Stage("the claims ledger of one study: every claim's verdict from its records (or --print it)", _claims_args, _claims),
+    "claims-overview": Stage("every claim against every built study, beside the published re-evaluations", _claims_overview_args, _claims_overview),
     "project": Stage("projected device-hours of a study on this machine's device, before launching it", _project_args, _project),
 }
 

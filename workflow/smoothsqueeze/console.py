@@ -42,9 +42,12 @@ def summary(config: Mapping[str, Any], targets: Iterable[str]) -> str:
     names them (relative to the working directory). One block per study; add a study's other
     lines (claims, verdicts) under its report line.
     """
+    from .claims.console import console_lines
+
     lines = []
     for study, report in reports_in(config, targets).items():
         lines.append(f"Report of study {study!r}: {Path(report).resolve()}")
+        lines += console_lines(study, config["reports_dir"])
     return "\n".join(lines)
 
 

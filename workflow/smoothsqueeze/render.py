@@ -34,6 +34,7 @@ class Column:
     group: str = ""  # spanning header over consecutive columns
     fmt: str = "pct"  # pct (2 decimals) | stat (mean over seeds with `_sd`, `_lo`, `_hi` beside it) | diff (signed in LaTeX/HTML) | num (%g) | text | raw (CSV as stored, 2 decimals shown)
     in_tex: bool = True
+    tex_width: str | None = None  # LaTeX: a paragraph column of this width (p{...}), for long text
 
 
 def _plain(key: str, text: str) -> str:
@@ -153,7 +154,7 @@ def to_latex(
     cols = [c for c in columns if c.in_tex]
     check_columns(cols)
     tabular = [
-        r"\begin{tabular}{" + "".join("l" if c.fmt == "text" else "r" for c in cols) + "}",
+        r"\begin{tabular}{" + "".join(f"p{{{c.tex_width}}}" if c.tex_width else "l" if c.fmt == "text" else "r" for c in cols) + "}",
         r"\toprule",
     ]
     runs = groups(cols)
@@ -241,3 +242,21 @@ def to_html(columns: Sequence[Column], frame: pd.DataFrame, title: str, caption:
         f"<body>\n<p><b>{esc(title)}</b>. {esc(caption)}</p>\n<table>\n<thead>\n" + "\n".join(head) + "\n</thead>\n<tbody>\n"
         + "\n".join(body) + "\n</tbody>\n</table>\n</body></html>\n"
     )
+
+
+def to_markdown(columns: Sequence[Column], frame: pd.DataFrame, words: Words = _plain) -> str:
+    """A GitHub-flavoured Markdown table (pipes in cells escaped, line breaks flattened)."""
+    check_columns(columns)
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in html_headers(columns)) + " |",
+             "| " + " | ".join("---" if c.fmt == "text" else "---:" for c in columns) + " |"]
+    for row in frame.to_dict("records"):
+        cells = []
+        for c in columns:
+            text = format_cell(row[c.key], c.fmt, False)
+            cells.append(cell(words(c.key, text) if c.fmt == "text" and not missing(row[c.key]) else text))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

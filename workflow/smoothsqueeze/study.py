@@ -29,7 +29,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 #: Data the package carries (installed with it: see pyproject.toml's package-data).
 RESOURCES = Path(__file__).resolve().parent / "resources"
@@ -48,6 +48,7 @@ ANALYSIS_VERSION = "2"  # 2: Eq. 4 over every wrong class (eps_l_all ...), predi
 FIGURES_VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
 AUDIT_VERSION = "audit2"  # 2: per-image results, claim and strongest attack on the same images, three-way flags
 TABLES_VERSION = "tables4"  # 4: one renderer, \label on every table, shrink-to-width boxes, math-mode notation
+CLAIMS_VERSION = "claims1"  # the claims ledger (smoothsqueeze.claims): bump when a rule changes
 
 #: rule name -> the version it passes as a param. The one table of stage versions.
 #: Slots per GPU, for the jobs (as smoothsqueeze.gpu_claim.SLOTS_ENV; the Snakefile exports the config's value).
@@ -69,6 +70,8 @@ STAGE_VERSIONS: dict[str, str] = {
     "paper_comparison": f"{CODE_VERSION}-{TABLES_VERSION}",
     "cost_table": f"{CODE_VERSION}-{TABLES_VERSION}",
     "projection": CODE_VERSION,
+    "claims": f"{CODE_VERSION}-{CLAIMS_VERSION}",
+    "claims_overview": f"{CODE_VERSION}-{CLAIMS_VERSION}",
 }
 
 # ---------------------------------------------------------------- vocabulary
@@ -656,6 +659,14 @@ class Paths:
     def report(self, study: str) -> str:
         return f"{self.reports}/{study}/report.html"
 
+    def claims(self, study: str, ext: str) -> str:
+        """The study's claims ledger (csv, md, tex, html)."""
+        return f"{self.reports}/{study}/claims.{ext}"
+
+    def claims_overview(self, ext: str) -> str:
+        """Every claim against every built study (csv, md, html)."""
+        return f"{self.reports}/claims.{ext}"
+
     def report_config(self, study: str) -> str:
         return f"{self.reports}/{study}/logs/report_config.json"
 
@@ -664,6 +675,8 @@ class Paths:
 
 
 TABLE_FORMATS = ("html", "csv", "tex")
+CLAIMS_FORMATS = ("csv", "md", "tex", "html")
+CLAIMS_OVERVIEW_FORMATS = ("csv", "md", "html")
 FORMAT_LABELS = {"html": "view", "csv": "CSV", "tex": "LaTeX"}
 
 
@@ -943,6 +956,64 @@ class Plan:
             models = [m for m in models if coarse_kind(self.entry(study, m)) != "regularized"]
         return [self.paths.row(study, m) for m in models]
 
+    # -- the claims ledger
+
+    def claims_spec(self, study: str) -> dict[str, Any]:
+        """What the claims job reads: the study's facts and, per model (every seed of every grid entry), its
+        group, record, audit, analysis arrays and metrics."""
+        st = self.study(study)
+        p = self.paths
+        return {
+            "study": study,
+            "dataset": st["dataset"],
+            "eps": st["attack"]["eps"],
+            "pixel_units": st.get("pixel_units", 1),
+            "seed": st["seed"],
+            "blackbox_source": st["blackbox"]["source"],
+            "cost": p.table(study, "cost", "csv"),
+            "models": [
+                {"model_id": m, "group": group, "entry": self.entry(study, m), "record": p.record(study, m), "audit": p.audit(study, m),
+                 "analysis": p.analysis(study, m), "metrics": p.metrics(study, m)}
+                for group, models in self.groups(study).items() for m in models
+            ],
+        }
+
+    def claims_inputs(self, study: str) -> dict[str, list[str]]:
+        """The claims job's inputs: exactly the files its spec lists (so the ledger reruns when one of them changes, and only then)."""
+        spec = self.claims_spec(study)
+        return {
+            **{kind: [m[key] for m in spec["models"]] for kind, key in
+               (("records", "record"), ("audits", "audit"), ("analysis", "analysis"), ("metrics", "metrics"))},
+            "cost": [spec["cost"]],
+        }
+
+    def requested_studies(self, targets: Iterable[str]) -> list[str]:
+        """The studies a Snakemake run builds: named as targets (a study rule, or a file under its results or
+        reports folder), or the default study when no target is named (or `all`)."""
+        names = list(self.config["studies"])
+        found: list[str] = []
+        targets = list(targets)
+        for target in targets or ["all"]:
+            if target == "all":
+                hit = self.config["default_study"]
+            elif target in names:
+                hit = target
+            else:
+                parts = Path(target).parts
+                roots = (Path(self.paths.results).parts, Path(self.paths.reports).parts)
+                hit = next((parts[len(r)] for r in roots if len(parts) > len(r) and parts[: len(r)] == r and parts[len(r)] in names), None)
+            if hit and hit not in found:
+                found.append(hit)
+        return found
+
+    def claims_overview_inputs(self, targets: Iterable[str], built: Callable[[str], bool]) -> list[str]:
+        """The ledgers the overview sets side by side: every study built when the DAG is made (`built(path)`
+        of its claims.csv, e.g. os.path.exists: this module does no I/O) and every study this run builds.
+        Known at DAG time, so a newly built study enters the overview in the run that builds it, and a
+        study never built is never built for it."""
+        requested = set(self.requested_studies(targets))
+        return [self.paths.claims(s, "csv") for s in self.config["studies"] if s in requested or built(self.paths.claims(s, "csv"))]
+
     # -- final files
 
     def study_targets(self, study: str) -> list[str]:
@@ -962,11 +1033,14 @@ class Plan:
             *(p.row(study, m) for m in models),
             *(p.table(study, name, ext) for name in tables for ext in ("csv", "tex", "html")),
             *(p.checkpoint(study, m) for m in models),
+            *(p.claims(study, ext) for ext in CLAIMS_FORMATS),
+            *(p.claims_overview(ext) for ext in CLAIMS_OVERVIEW_FORMATS),
         ]
 
     def report_inputs(self, study: str) -> list[str]:
-        own = self.paths.report(study)
-        return [path for path in self.study_targets(study) if path != own]
+        """The study's final files but its report and the across-studies ledger (which changes with other studies)."""
+        others = {self.paths.report(study), *(self.paths.claims_overview(ext) for ext in CLAIMS_OVERVIEW_FORMATS)}
+        return [path for path in self.study_targets(study) if path not in others]
 
 
 def cost_model_args(settings: Sequence[str], metrics: Sequence[str], train_bench: Sequence[str], eval_bench: Sequence[str]) -> list[str]:

@@ -1,0 +1,133 @@
+"""The ledger's outputs, through smoothsqueeze.render (CSV, Markdown, LaTeX, HTML), and its console lines.
+
+Per study: claims.csv (every field, as computed), claims.md (a summary table, then one section per
+claim), claims.tex (a booktabs table of the verdicts and numbers), claims.html (what the report
+shows). Across studies: claims.{csv,md,html}, one row per claim, one column per built study.
+The console lines at the end of a run are in `console` (csv module only).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .. import render as base
+from ..artifacts import atomic_path
+from .registry import CLAIMS
+from .verdicts import VERDICT_MEANING, VERDICTS, counts, shown_verdict
+
+
+def _write(path: str | Path | None, text: str) -> None:
+    if path:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+
+
+def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[base.Column]) -> pd.DataFrame:
+    data = [{**r, "shown": shown_verdict(r)} for r in rows]
+    return pd.DataFrame(data, columns=[c.key for c in columns]) if data else pd.DataFrame(columns=[c.key for c in columns])
+
+
+#: LaTeX gets the verdicts (a float of 21 short rows: a page); the numbers, noise floors, models and
+#: rules are in claims.md, .csv and .html.
+STUDY_COLUMNS = [
+    base.Column("id", "Claim", fmt="text"),
+    base.Column("title", "Claim (short)", "Claim", fmt="text", tex_width="0.44\\linewidth"),
+    base.Column("where", "Where in the paper", "Where", fmt="text", in_tex=True, tex_width="0.2\\linewidth"),
+    base.Column("shown", "Verdict", fmt="text", tex_width="0.2\\linewidth"),
+    base.Column("measured", "Measured (noise floor)", fmt="text", in_tex=False),
+    base.Column("paper", "Paper's numbers", fmt="text", in_tex=False),
+    base.Column("published", "Published re-evaluations", fmt="text", in_tex=False),
+    base.Column("models", "Models", fmt="text", in_tex=False),
+    base.Column("untested", "Not tested here (what it needs)", fmt="text", in_tex=False),
+    base.Column("rule", "Rule", fmt="text", in_tex=False),
+]
+
+
+def legend() -> str:
+    return "; ".join(f"'{v}': {VERDICT_MEANING[v]}" for v in VERDICTS)
+
+
+def study_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
+    from .ledger import DATASET_NAMES
+
+    dataset = DATASET_NAMES.get(rows[0]["dataset"], rows[0]["dataset"]) if rows else "?"
+    lines = [
+        f"# Claims ledger: study `{study}` ({dataset})", "",
+        f"Every claim of the paper (C1-C20) and C21 beyond it, decided from this study's records, audits, "
+        f"analysis arrays, metrics and cost table by the rules in `smoothsqueeze/claims/registry.py`. "
+        f"Verdicts: {counts(rows)}.", "",
+        f"How to read a verdict: {legend()}.", "",
+        base.to_markdown(STUDY_COLUMNS[:3], _frame(rows, STUDY_COLUMNS[:3])),
+    ]
+    for r in rows:
+        lines += [f"## {r['id']}: {r['title']} -- {shown_verdict(r)}", "", f"*The paper ({r['where']}):* {r['statement']}", ""]
+        if r["measured"]:
+            lines += ["*Measured:*", *(f"- {part.strip()}" for part in r["measured"].split(" | ")), ""]
+        if r["untested"]:
+            lines += [f"*Not tested here:* {r['untested']}", ""]
+        lines += [f"*The paper's numbers:* {r['paper']}", ""]
+        if r["published"]:
+            lines += [f"*Published re-evaluations:* {r['published']}", ""]
+        if r["models"]:
+            lines += [f"*Models:* {', '.join(f'`{m}`' for m in r['models'].split())}", ""]
+        lines += [f"*Rule:* {r['rule']}", ""]
+    return "\n".join(lines)
+
+
+def write_study(rows: Sequence[Mapping[str, Any]], study: str, outputs: Mapping[str, str | Path | None]) -> None:
+    """reports/<study>/claims.{csv,md,tex,html} (those of `outputs` given)."""
+    from .ledger import FIELDS
+
+    frame = pd.DataFrame(list(rows), columns=list(FIELDS))
+    csv_columns = [base.Column(f, f, fmt="text") for f in FIELDS]
+    title = f"Claims ledger of study {study}"
+    caption = f"One row per claim; verdicts: {counts(rows)}. {legend()}."
+    tex_caption = base.latex_escape(
+        f"Claims ledger of study {study}: the paper's claims decided from the study's records ({counts(rows)}); "
+        f"the numbers with their noise floors, the models and the rules are in claims.md and claims.csv."
+    )
+    _write(outputs.get("csv"), base.to_csv(csv_columns, frame))
+    _write(outputs.get("md"), study_markdown(rows, study))
+    html_columns = [c for c in STUDY_COLUMNS if c.key != "where"]
+    _write(outputs.get("tex"), base.to_latex(STUDY_COLUMNS, _frame(rows, STUDY_COLUMNS), tex_caption, f"tab:{study}-claims", resize=True))
+    _write(outputs.get("html"), base.to_html(html_columns, _frame(rows, html_columns), title, caption))
+
+
+# ---------------------------------------------------------------- across studies
+
+
+def overview_rows(studies: Sequence[Sequence[Mapping[str, str]]]) -> list[dict[str, Any]]:
+    """One row per claim of the registry: its verdict in every study (by study name), and the published numbers."""
+    from .ledger import published
+
+    by_study = {s[0]["study"]: {r["id"]: r for r in s} for s in studies if s}
+    out = []
+    for cid, c in CLAIMS.items():
+        row: dict[str, Any] = {"id": cid, "title": c.title, "paper": c.paper, "published": published(cid)}
+        for name, claims in by_study.items():
+            r = claims.get(cid)
+            row[name] = shown_verdict(r) if r else "not in this study's ledger (rebuild it)"
+        out.append(row)
+    return out
+
+
+def write_overview(rows: Sequence[Mapping[str, Any]], studies: Sequence[tuple[str, str]], outputs: Mapping[str, str | Path | None]) -> None:
+    """reports/claims.{csv,md,html}: claims x built studies."""
+    columns = [
+        base.Column("id", "Claim", fmt="text"),
+        base.Column("title", "Claim (short)", fmt="text"),
+        *(base.Column(name, f"{name} ({dataset})", fmt="text") for name, dataset in studies),
+        base.Column("paper", "Paper's numbers", fmt="text"),
+        base.Column("published", "Published re-evaluations", fmt="text"),
+    ]
+    frame = pd.DataFrame(list(rows), columns=[c.key for c in columns])
+    names = ", ".join(f"{n} ({d})" for n, d in studies) or "none"
+    title = "Claims ledger across studies"
+    caption = (f"Every claim against every built study ({names}); each study's own ledger (reports/<study>/claims.md) has the "
+               f"numbers, noise floors, models and rules. {legend()}.")
+    md = "\n".join([f"# {title}", "", caption, "", base.to_markdown(columns, frame)])
+    _write(outputs.get("csv"), base.to_csv(columns, frame))
+    _write(outputs.get("md"), md)
+    _write(outputs.get("html"), base.to_html(columns, frame, title, caption))
