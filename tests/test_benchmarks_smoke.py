@@ -111,4 +111,4 @@ def test_study_summary_renders_the_built_tiny_study(tiny_study: Path) -> None:
     record = json.loads((tiny_study / "results/tiny/records/natural_k40.json").read_text())
     natural = next(line for line in lines if "`natural_k40`" in line)
     cells = [c.strip() for c in natural.strip("|").split("|")]
-    assert cells[1] == f"{record['accuracy']['test']:.1f}" and "black-box source" in cells[-1]
+    assert cells[1] == "1" and cells[2] == f"{record['accuracy']['test']:.1f}" and "black-box source" in cells[-1]  # seeds, clean

@@ -18,7 +18,8 @@ CONFIG = load_config(ROOT / "config.yaml")
 def test_summary_names_each_report_of_the_run() -> None:
     targets = ["results/digits/records/natural_k1500.json", "reports/digits/report.html", "./reports/fashion/report.html"]
     text = console.summary(CONFIG, targets)
-    assert text.splitlines() == [
+    # each study's claims ledger (when built) comes before its report's path; the run ends on a path
+    assert [line for line in text.splitlines() if line.startswith("Report of study")] == [
         f"Report of study 'digits': {Path('reports/digits/report.html').resolve()}",
         f"Report of study 'fashion': {Path('reports/fashion/report.html').resolve()}",
     ]
@@ -123,6 +124,11 @@ def test_a_run_ends_on_the_report_path(tiny_copy: Path) -> None:
     proc = run_snakemake(tiny_copy, configfile=TINY_CONFIG)
     assert report.exists() and _last_line(proc.stderr) == line, proc.stderr[-2000:]
     assert proc.stderr.count("Report of study") == 1 and "Elapsed time" in proc.stderr
+    # the study's claims ledger, one line per claim, just above the report's path
+    lines = proc.stderr.rstrip().splitlines()
+    ledger = next(i for i, text in enumerate(lines) if text.startswith("Claims ledger of tiny"))
+    assert all(lines[i].lstrip().startswith("C") for i in range(ledger + 1, len(lines) - 1)), lines[ledger:]
+    assert len(lines) - 1 - ledger - 1 >= 20, lines[ledger:]
     assert "Shell command" not in proc.stderr + proc.stdout  # the commands are in the jobs' logs
     # A run that does not reach a report, and a dry run, say nothing of one.
     for args in (["reports/tiny/rows/natural_k40.csv"], ["-n"]):

@@ -98,7 +98,7 @@ def test_a_killed_client_takes_its_job_with_it(server, data: Path, tmp_path: Pat
 def test_the_server_stops_when_its_parent_is_gone(tmp_path: Path) -> None:
     """A shell starts the server (its parent) and is killed: the server notices, stops and removes its socket."""
     sock = tmp_path / "s"
-    shell = subprocess.Popen(["bash", "-c", f'"{sys.executable}" -m smoothsqueeze.jobserver --socket "{sock}" --parent $$ & sleep 600'], env=ENV)
+    shell = subprocess.Popen(["bash", "-c", f'"{sys.executable}" -c "$0" "{sock}" $$ & sleep 600', jobserver.SERVE], env=ENV)
     try:
         deadline = time.monotonic() + 60
         while not sock.exists() and time.monotonic() < deadline:

@@ -547,6 +547,6 @@ def main(argv: list[str] | None = None) -> int:
             outputs = ", ".join(str(getattr(args, d)) for d in ("checkpoint", "out") if getattr(args, d, None))
             print(f"{args.stage} {args.study}/{name}: the workflow's job, torch on {threads or 'its default'} thread(s)"
                   f"{' -> ' + outputs if outputs else ''}", file=sys.stderr, flush=True)
-    if not sys.stderr.isatty():  # a job's log (or a redirected run): first, what ran (on stderr: stdout stays the stage's own)
-        print(f"command: {shlex.join(command)}", file=sys.stderr, flush=True)
+    if not sys.stdout.isatty() and not getattr(args, "print", False):  # a job's log (or a redirected run): first, what ran
+        print(f"command: {shlex.join(command)}", flush=True)  # (not when the stage prints its result on stdout)
     return exit_status(lambda: _run_threads(threads, lambda: stage.run(args)))

@@ -39,15 +39,15 @@ def summary(config: Mapping[str, Any], targets: Iterable[str]) -> str:
     """The closing lines of a successful run ("" when it built no study's report and found none up to date).
 
     `targets`: every file of the run's jobs (built in this run or found up to date), as Snakemake
-    names them (relative to the working directory). One block per study; add a study's other
-    lines (claims, verdicts) under its report line.
+    names them (relative to the working directory). One block per study: its claims ledger, one
+    line per claim, then the report's path, so that a run ends on where to look.
     """
     from .claims.console import console_lines
 
     lines = []
     for study, report in reports_in(config, targets).items():
-        lines.append(f"Report of study {study!r}: {Path(report).resolve()}")
         lines += console_lines(study, config["reports_dir"])
+        lines.append(f"Report of study {study!r}: {Path(report).resolve()}")
     return "\n".join(lines)
 
 

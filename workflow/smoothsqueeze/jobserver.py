@@ -26,7 +26,6 @@ audit records), which the cost table reads.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import selectors
@@ -269,6 +268,10 @@ def _kill(pid: int) -> None:
 # ---------------------------------------------------------------- starting and stopping (the Snakefile's hooks)
 
 
+# The server process: no command line of its own (the package has one, `python -m smoothsqueeze`).
+SERVE = "import sys; from smoothsqueeze.jobserver import serve; serve(sys.argv[1], int(sys.argv[2]))"
+
+
 def start(log: str | Path | None = None) -> tuple[Any, str] | None:
     """Start a server for this process's jobs and point them to it (os.environ); None when turned off.
 
@@ -282,7 +285,7 @@ def start(log: str | Path | None = None) -> tuple[Any, str] | None:
     path = os.path.join(folder, "socket")
     out = open(log or os.path.join(folder, "server.log"), "ab")  # noqa: SIM115 - the server writes there for its whole life
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smoothsqueeze.jobserver", "--socket", path, "--parent", str(os.getpid())],
+        [sys.executable, "-c", SERVE, path, str(os.getpid())],
         stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
     )
     deadline = time.monotonic() + 60
@@ -313,17 +316,3 @@ def stop(server: tuple[Any, str] | None) -> None:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Fork server for smoothsqueeze jobs (started by the Snakefile).")
-    parser.add_argument("--socket", required=True)
-    parser.add_argument("--parent", type=int, required=True, help="serve until this process is gone")
-    parser.add_argument("--idle-exit", type=float, default=None, help="also stop after this many idle seconds")
-    args = parser.parse_args(argv)
-    serve(args.socket, args.parent, args.idle_exit)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
