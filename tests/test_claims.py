@@ -559,6 +559,14 @@ def test_print_computes_the_ledger_from_the_records(tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert out.startswith("# Claims ledger: study `planted`") and "| C21 |" in out
     assert not (tmp_path / "reports").exists()
+    # --brief: one table row per claim, the verdict and what decided it, the same verdicts
+    assert cli.main(["claims", "--study", "planted", "--spec", json.dumps(spec), "--print", "--brief"]) == 0
+    brief = capsys.readouterr().out
+    rows = [line for line in brief.splitlines() if re.match(r"\| C\d+ ", line)]
+    assert brief.startswith("Claims ledger of `planted`") and len(rows) == 21
+    full_verdicts = re.findall(r"^## (C\d+): .* -- (.+)$", out, re.M)
+    assert [(r.split(" | ")[0][2:].split()[0], r.split(" | ")[1]) for r in rows] == full_verdicts
+    assert not (tmp_path / "reports").exists()
 
 
 def test_requested_studies_and_the_overview_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

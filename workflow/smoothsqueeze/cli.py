@@ -448,6 +448,7 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
                    "default: from --configfile)")
     p.add_argument("--configfile", default="config.yaml", help="without --spec: the config whose results folder holds the study")
     p.add_argument("--print", action="store_true", help="print the ledger (Markdown) computed from the study's records; no files written")
+    p.add_argument("--brief", action="store_true", help="with --print: one table row per claim (verdict and what decided it)")
     for ext in ("csv", "md", "tex", "html"):
         p.add_argument(f"--{ext}", default=None, help=f"write the ledger as {ext}")
 
@@ -465,7 +466,8 @@ def _claims(args: argparse.Namespace) -> None:
         raise PipelineError(f"--spec is of study {spec['study']!r}, --study says {args.study!r}")
     outputs = {ext: getattr(args, ext) for ext in ("csv", "md", "tex", "html")}
     if args.print:
-        print(render.study_markdown(ledger.evaluate(inputs.load(spec)), args.study))
+        rows = ledger.evaluate(inputs.load(spec))
+        print(render.brief_markdown(rows, args.study) if args.brief else render.study_markdown(rows, args.study))
     if any(outputs.values()):
         rows = ledger.run(spec, outputs)
         print(render.counts(rows))

@@ -76,6 +76,19 @@ def study_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
     return "\n".join(lines)
 
 
+def brief_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
+    """The ledger in one table, a line per claim: its verdict and what decided it (the README's findings)."""
+    lines = [f"Claims ledger of `{study}` ({counts(rows)}):", "", "| claim | verdict | measured (or what it would need) |",
+             "| --- | --- | --- |"]
+    for r in rows:
+        parts = [part.strip() for part in r["measured"].split(" | ") if part.strip()]
+        decided = (parts[0] + (f" (and {len(parts) - 1} more part(s) in the ledger)" if len(parts) > 1 else "")) if parts \
+            else f"needs {r['untested']}"
+        decided = decided.replace("|", "/").replace("\n", " ")
+        lines.append(f"| {r['id']} {r['title']} | {shown_verdict(r)} | {decided} |")
+    return "\n".join(lines)
+
+
 def write_study(rows: Sequence[Mapping[str, Any]], study: str, outputs: Mapping[str, str | Path | None]) -> None:
     """reports/<study>/claims.{csv,md,tex,html} (those of `outputs` given)."""
     from .ledger import FIELDS
