@@ -28,7 +28,7 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
 
 
 PER_MODEL_JOBS = ("train", "evaluate", "analyze", "audit", "table_row")
-STUDY_JOBS = ("study_table", "figures", "cost_table", "audit_table", "html_report", "all")
+STUDY_JOBS = ("study_table", "figures", "cost_table", "audit_table", "frontier", "claims", "claims_overview", "html_report", "all")
 
 
 def assert_only_one_models_jobs(counts: dict[str, int]) -> None:
