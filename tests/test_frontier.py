@@ -174,6 +174,16 @@ def test_stage_writes_table_figure_and_caption(tmp_path: Path) -> None:
     assert "Pareto" in out["html"].read_text()
 
 
+def test_print_writes_no_file_and_no_output_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = json.dumps(planted_spec(tmp_path / "study"))
+    before = sorted(tmp_path.rglob("*"))
+    assert cli_main(["frontier", "--study", "planted", "--spec", spec, "--print"]) == 0
+    assert "nfgsm-eps0.2-step0.2_k1000" in capsys.readouterr().out and sorted(tmp_path.rglob("*")) == before
+    assert cli_main(["frontier", "--study", "planted", "--spec", spec]) == 2
+    assert "give --print or at least one of" in capsys.readouterr().err
+    assert cli_main(["frontier", "--study", "other", "--spec", spec, "--print"]) == 2
+
+
 @pytest.mark.slow
 def test_frontier_table_and_figure_compile_at_iclr_width(tmp_path: Path) -> None:
     from test_latex_tables import _compile_all
