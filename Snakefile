@@ -79,6 +79,7 @@ include: "workflow/rules/audit.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/cost.smk"
 include: "workflow/rules/claims.smk"
+include: "workflow/rules/frontier.smk"
 include: "workflow/rules/report.smk"
 
 

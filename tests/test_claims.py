@@ -619,9 +619,9 @@ def test_tiny_study_ledger_is_built_and_rebuilt_only_when_its_inputs_change(tiny
             path.write_text(path.read_text() + "\n")
 
     assert jobs() == {}
-    # the cost table is read by the ledger and the report only
+    # the cost table is read by the ledger, the frontier and the report only
     change(reports / "tiny" / "tables" / "cost.csv")
-    assert jobs() == {"claims": 1, "claims_overview": 1, "html_report": 1}
+    assert jobs() == {"claims": 1, "claims_overview": 1, "frontier": 1, "html_report": 1}
     done = run_snakemake(tiny_copy)
     # the run ends by printing where the ledger is and one line per claim
     printed = done.stdout + done.stderr

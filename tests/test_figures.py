@@ -373,7 +373,7 @@ def test_landing_text_fits_one_screen_and_names_every_category() -> None:
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     html = _render_rst((ROOT / "workflow/report/workflow.rst").read_text(), config)
-    for category in ("Tables", "Figures", "Audit", "Cost"):
+    for category in ("Tables", "Figures", "Audit", "Cost", "Frontier"):
         assert f"<strong>{category}</strong>" in html, category
     assert all(f">{name}</" in html for name in config["studies"]), "every study is listed"
     # Snakemake centres the text vertically and it cannot scroll above the top: at 1366x768 about 22 lines fit under the title.

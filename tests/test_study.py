@@ -18,7 +18,7 @@ from smoothsqueeze.study import CLAIMS_OVERVIEW_FORMATS, Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "workflow" / "rules"
-PIPELINE_ORDER = ["data", "train", "evaluate", "analysis", "audit", "tables", "cost", "claims", "report"]
+PIPELINE_ORDER = ["data", "train", "evaluate", "analysis", "audit", "tables", "cost", "claims", "frontier", "report"]
 
 
 @pytest.fixture(scope="module")

@@ -488,6 +488,35 @@ def _claims_overview(args: argparse.Namespace) -> None:
     ledger.overview(args.ledgers, {"csv": args.csv, "md": args.md, "html": args.html})
 
 
+def _frontier_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--study", required=True)
+    p.add_argument("--spec", type=json_object("--spec", ("study", "dataset", "eps", "models")), default=None,
+                   help="the study's facts, its cost table and, per model, its record, audit and metrics paths (JSON object; "
+                   "default: from --configfile)")
+    p.add_argument("--configfile", default="config.yaml", help="without --spec: the config whose results folder holds the study")
+    p.add_argument("--print", action="store_true", help="print the frontier (one line per defense); no files written unless named")
+    for ext in ("csv", "tex", "html", "pdf", "png"):
+        p.add_argument(f"--{ext}", default=None, help=f"write the frontier's {ext}")
+    p.add_argument("--figure-tex", default=None, help="write the figure's LaTeX float (its caption holds the numbers)")
+
+
+def _frontier(args: argparse.Namespace) -> None:
+    from .frontier import stage
+
+    spec = args.spec
+    if spec is None:
+        from .config import load_config
+        from .study import Plan
+
+        spec = Plan(load_config(args.configfile)).frontier_spec(args.study)
+    if spec["study"] != args.study:
+        raise PipelineError(f"--spec is of study {spec['study']!r}, --study says {args.study!r}")
+    outputs = {key: getattr(args, key) for key in stage.OUTPUTS}
+    if not args.print and not any(outputs.values()):
+        raise PipelineError("frontier: give --print or at least one of --csv, --tex, --html, --pdf, --png, --figure-tex")
+    print(stage.summary(stage.run(spec, outputs)))
+
+
 #: Every stage, in pipeline order.
 STAGES: dict[str, Stage] = {
     "prepare-data": Stage("write a dataset's train/test split as one .npz", _prepare_data_args, _prepare_data),
@@ -503,6 +532,7 @@ STAGES: dict[str, Stage] = {
     "audit-table": Stage("the study's audit table from its audit records", _audit_table_args, _audit_table),
     "cost": Stage("measured cost of every model from Snakemake benchmark files", _cost_args, _cost),
     "figures": Stage("the paper's figures for one study", _figures_args, _figures),
+    "frontier": Stage("robustness per training cost: one point per defense, the Pareto frontier (table and figure)", _frontier_args, _frontier),
     "claims": Stage("the claims ledger of one study: every claim's verdict from its records (or --print it)", _claims_args, _claims),
     "claims-overview": Stage("every claim against every built study, beside the published re-evaluations", _claims_overview_args, _claims_overview),
     "project": Stage("projected device-hours of a study on this machine's device, before launching it", _project_args, _project),

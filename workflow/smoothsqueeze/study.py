@@ -48,7 +48,8 @@ ANALYSIS_VERSION = "2"  # 2: Eq. 4 over every wrong class (eps_l_all ...), predi
 FIGURES_VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
 AUDIT_VERSION = "audit2"  # 2: per-image results, claim and strongest attack on the same images, three-way flags
 TABLES_VERSION = "tables4"  # 4: one renderer, \label on every table, shrink-to-width boxes, math-mode notation
-CLAIMS_VERSION = "claims1"  # the claims ledger (smoothsqueeze.claims): bump when a rule changes
+CLAIMS_VERSION = "claims2"  # the claims ledger (smoothsqueeze.claims): bump when a rule changes (2: C21 and the overview name the frontier)
+FRONTIER_VERSION = "frontier1"  # robustness per training cost (smoothsqueeze.frontier)
 
 #: rule name -> the version it passes as a param. The one table of stage versions.
 #: Slots per GPU, for the jobs (as smoothsqueeze.gpu_claim.SLOTS_ENV; the Snakefile exports the config's value).
@@ -72,6 +73,7 @@ STAGE_VERSIONS: dict[str, str] = {
     "projection": CODE_VERSION,
     "claims": f"{CODE_VERSION}-{CLAIMS_VERSION}",
     "claims_overview": f"{CODE_VERSION}-{CLAIMS_VERSION}",
+    "frontier": f"{CODE_VERSION}-{FRONTIER_VERSION}",
 }
 
 # ---------------------------------------------------------------- vocabulary
@@ -663,6 +665,10 @@ class Paths:
         """The study's claims ledger (csv, md, tex, html)."""
         return f"{self.reports}/{study}/claims.{ext}"
 
+    def frontier(self, study: str, ext: str) -> str:
+        """The study's robustness-per-cost frontier (csv, tex, html, pdf, png; figure.tex: the figure's LaTeX float)."""
+        return f"{self.reports}/{study}/frontier.{ext}"
+
     def claims_overview(self, ext: str) -> str:
         """Every claim against every built study (csv, md, html)."""
         return f"{self.reports}/claims.{ext}"
@@ -677,6 +683,8 @@ class Paths:
 TABLE_FORMATS = ("html", "csv", "tex")
 CLAIMS_FORMATS = ("csv", "md", "tex", "html")
 CLAIMS_OVERVIEW_FORMATS = ("csv", "md", "html")
+#: The frontier's files: output name (the rule's and the CLI's) -> extension.
+FRONTIER_FILES = {"csv": "csv", "tex": "tex", "html": "html", "pdf": "pdf", "png": "png", "figure_tex": "figure.tex"}
 FORMAT_LABELS = {"html": "view", "csv": "CSV", "tex": "LaTeX"}
 
 
@@ -987,6 +995,22 @@ class Plan:
             "cost": [spec["cost"]],
         }
 
+    # -- the frontier
+
+    def frontier_spec(self, study: str) -> dict[str, Any]:
+        """What the frontier job reads: the claims job's spec without the analysis arrays."""
+        spec = self.claims_spec(study)
+        spec["models"] = [{k: v for k, v in m.items() if k != "analysis"} for m in spec["models"]]
+        return spec
+
+    def frontier_inputs(self, study: str) -> dict[str, list[str]]:
+        """The frontier job's inputs: exactly the files its spec lists."""
+        spec = self.frontier_spec(study)
+        return {
+            **{kind: [m[key] for m in spec["models"]] for kind, key in (("records", "record"), ("audits", "audit"), ("metrics", "metrics"))},
+            "cost": [spec["cost"]],
+        }
+
     def requested_studies(self, targets: Iterable[str]) -> list[str]:
         """The studies a Snakemake run builds: named as targets (a study rule, or a file under its results or
         reports folder), or the default study when no target is named (or `all`)."""
@@ -1033,6 +1057,7 @@ class Plan:
             *(p.row(study, m) for m in models),
             *(p.table(study, name, ext) for name in tables for ext in ("csv", "tex", "html")),
             *(p.checkpoint(study, m) for m in models),
+            *(p.frontier(study, ext) for ext in FRONTIER_FILES.values()),
             *(p.claims(study, ext) for ext in CLAIMS_FORMATS),
             *(p.claims_overview(ext) for ext in CLAIMS_OVERVIEW_FORMATS),
         ]

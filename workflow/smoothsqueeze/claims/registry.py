@@ -753,7 +753,8 @@ def c20(ev: StudyEvidence) -> list[Part]:
     noise (paired per image on the audited images; every seed must agree). If it is less accurate under
     that attack but more accurate under the paper's PGD: 'holds under the paper's attacks only'. Collapsed models and single-step
     models flagged by the catastrophic-overfitting guard are left out. The best model is chosen on the
-    data: a selection that favours the claim.""",
+    data: a selection that favours the claim. The study's frontier (reports/<study>/frontier.pdf, .csv)
+    shows every model's cost and strongest-attack accuracy side by side.""",
 )
 def c21(ev: StudyEvidence) -> list[Part]:
     single = ev.single_step()

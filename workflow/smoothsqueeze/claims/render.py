@@ -139,7 +139,8 @@ def write_overview(rows: Sequence[Mapping[str, Any]], studies: Sequence[tuple[st
     names = ", ".join(f"{n} ({d})" for n, d in studies) or "none"
     title = "Claims ledger across studies"
     caption = (f"Every claim against every built study ({names}); each study's own ledger (reports/<study>/claims.md) has the "
-               f"numbers, noise floors, models and rules. {legend()}.")
+               f"numbers, noise floors, models and rules; reports/<study>/frontier.pdf sets each study's models by training cost against "
+               f"the strongest attack (C21 at a glance). {legend()}.")
     md = "\n".join([f"# {title}", "", caption, "", base.to_markdown(columns, frame)])
     _write(outputs.get("csv"), base.to_csv(columns, frame))
     _write(outputs.get("md"), md)
