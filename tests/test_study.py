@@ -302,7 +302,7 @@ def test_training_jobs_start_with_the_blackbox_source_then_adversarial_training(
     source = plan.study("digits")["blackbox"]["source"]
     priorities = {m: plan.train_priority("digits", m) for m in plan.model_ids("digits")}
     assert priorities[source] == 3 and max(p for m, p in priorities.items() if m != source) == 2
-    assert {m for m, p in priorities.items() if p == 2} == {m for m in priorities if m.startswith("pgd")}
+    assert {m for m, p in priorities.items() if p == 2} == {m for m in priorities if m.startswith(("pgd", "fgsmrs", "nfgsm"))}
     assert min(priorities.values()) == 1  # above every later stage's default 0: all training first
     rules = (Path(__file__).resolve().parent.parent / "workflow" / "rules").glob("*.smk")
     assert [r.name for r in rules if "priority:" in r.read_text()] == ["train.smk"]
