@@ -93,3 +93,62 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match=r"^.*nowhere/mnist_5k\.csv\.gz: mnist5k file missing or unreadable") as info:
         read_mnist5k(missing)
     assert "\n" not in str(info.value)
+
+
+def test_paper_comparison_matches_table5_rows_whatever_k_and_says_so() -> None:
+    """mnist5k stands in for MNIST: Table 1 / Table 5 rows match its models on (alpha, beta, sigma), each row noting that k differs."""
+    import copy
+
+    import pandas as pd
+
+    from smoothsqueeze import config as sscfg
+    from smoothsqueeze import paper, tables
+    from smoothsqueeze.study import Plan
+
+    config = sscfg.load_config(ROOT / "config.yaml")
+    st = config["studies"]["mnist5k"]
+    plan = Plan(config)
+    assert plan.paper_table_names("mnist5k") == ["table1", "table5"]
+    records = [{"study": "mnist5k", "model_id": sscfg.model_id(e), "entry": copy.deepcopy(e), "accuracy": {"train": 90, "test": 90},
+                "eps": 0.3, "pixel_units": 1, "blackbox_source": st["blackbox"]["source"]} for e in st["grid"]]
+    rows = pd.DataFrame([tables.build_row(r) for r in records])
+    spec = plan.tables_spec("mnist5k")
+    _cols, frame = tables.comparison_frame("table5", paper.load("table5", "mnist5k"), rows, spec)
+    by_row = dict(zip(frame["row"], frame["model"]))
+    assert by_row[8] == by_row[9] == "sq2_noise0.5_k5000" and by_row[33] == "ls0.95_k5000" and by_row[6] == "sq2_k5000"
+    assert by_row[40] == "pgd10-eps0.3-step0.04_k1500"  # Madry's row: the strongest PGD-trained model, not FGSM-RS
+    assert all("k and training set differ: ours k" in note for note in frame["note"])
+    _cols, frame1 = tables.comparison_frame("table1", paper.load("table1", "mnist5k"), rows, spec)
+    assert list(frame1["model"]) == ["natural_k5000", "pgd10-eps0.3-step0.04_k1500"]
+    caption = tables.settings_text("table5", spec)
+    assert "mnist5k stands in for the paper's mnist" in caption and "not clipped (the paper does not say)" in caption
+    assert "cyclic learning rate (Wong et al.): 0 to 0.005 at 40% of k" in caption
+
+
+@pytest.mark.slow
+def test_tiny_mnist5k_study_builds_end_to_end_through_snakemake(tmp_path: Path) -> None:
+    """tests/data/tiny_mnist5k.yaml (the real digits, a few iterations, 200 attacked images) through real Snakemake:
+    every model, the comparison with the paper's Tables 1 and 5, the audit, the report and the claims ledger."""
+    import json
+
+    import pandas as pd
+
+    from conftest import run_snakemake
+
+    config = ROOT / "tests" / "data" / "tiny_mnist5k.yaml"
+    run_snakemake(tmp_path, "mnist5k", configfile=config)
+    reports, results = tmp_path / "reports" / "mnist5k", tmp_path / "results" / "mnist5k"
+    models = ["natural_k30", "noise0.5_k30", "sq2_noise0.5_k30", "pgd2-eps0.3-step0.2_k20", "fgsmrs-eps0.3-step0.375_k20"]
+    for model in models:
+        record = json.loads((results / "records" / f"{model}.json").read_text())
+        assert record["info"]["noise_clip"] is False and record["info"]["dataset"] == "mnist5k", model
+        assert (results / "audit" / f"{model}.json").is_file(), model
+    prepared = load_dataset(tmp_path / "data" / "mnist5k.npz")
+    assert prepared.x_train.shape == (4000, 1, 28, 28)
+    table5 = pd.read_csv(reports / "tables" / "paper_table5.csv")
+    assert set(table5["model"]) == {"noise0.5_k30", "sq2_noise0.5_k30", "pgd2-eps0.3-step0.2_k20"}
+    assert (reports / "tables" / "paper_table1.csv").is_file() and (reports / "report.html").is_file()
+    assert (reports / "claims.md").is_file() and (reports / "tables" / "audit.csv").is_file()
+    assert "mnist5k stands in for the paper's mnist" in (reports / "tables" / "paper_table5.html").read_text()
+    again = run_snakemake(tmp_path, "-n", "mnist5k", configfile=config)
+    assert "Nothing to be done" in again.stdout + again.stderr
