@@ -121,7 +121,7 @@ def test_paper_comparison_matches_table5_rows_whatever_k_and_says_so() -> None:
     _cols, frame1 = tables.comparison_frame("table1", paper.load("table1", "mnist5k"), rows, spec)
     assert list(frame1["model"]) == ["natural_k4000", "pgd10-eps0.3-step0.04_k1500"]
     caption = tables.settings_text("table5", spec)
-    assert "mnist5k stands in for the paper's mnist" in caption and "not clipped (the paper does not say)" in caption
+    assert "mnist5k stands in for the paper's mnist" in caption and "not clipped to [0, 1] (the paper does not say)" in caption
     assert "cyclic learning rate (Wong et al.): 0 to 0.005 at 40% of k" in caption
 
 
@@ -141,7 +141,7 @@ def test_tiny_mnist5k_study_builds_end_to_end_through_snakemake(tmp_path: Path) 
     models = ["natural_k30", "noise0.5_k30", "sq2_noise0.5_k30", "pgd2-eps0.3-step0.2_k20", "fgsmrs-eps0.3-step0.375_k20"]
     for model in models:
         record = json.loads((results / "records" / f"{model}.json").read_text())
-        assert record["info"]["noise_clip"] is False and record["info"]["dataset"] == "mnist5k", model
+        assert record["noise_clip"] is False and record["dataset"] == "mnist5k", model
         assert (results / "audit" / f"{model}.json").is_file(), model
     prepared = load_dataset(tmp_path / "data" / "mnist5k.npz")
     assert prepared.x_train.shape == (4000, 1, 28, 28)

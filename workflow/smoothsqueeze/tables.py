@@ -454,7 +454,7 @@ def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:
     if schedule.get("name") == "cyclic":
         text += f"; cyclic learning rate (Wong et al.): 0 to {schedule['lr']:g} at {100 * schedule['peak']:g}{pct} of k, then down to 0"
     if "noise_clip" in spec:
-        text += "; noisy training images " + ("clipped" if spec["noise_clip"] else "not clipped (the paper does not say)") + " to [0, 1]"
+        text += "; noisy training images " + ("clipped to [0, 1]" if spec["noise_clip"] else "not clipped to [0, 1] (the paper does not say)")
     if name in ("accuracy", "whitebox", "blackbox", "eq4") or name in paper.PAPER_TABLES:
         text += f"; rows marked '{COLLAPSED}' failed to train (training accuracy below twice chance): not robustness results"
     if name in paper.PAPER_TABLES:
