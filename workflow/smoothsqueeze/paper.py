@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import PipelineError
-from .study import PAPER_DIR, PAPER_EPS, paper_csv, paper_tables_for  # noqa: F401 - the plan knows the files
+from .study import PAPER_DIR, PAPER_EPS, PAPER_STAND_INS, paper_csv, paper_dataset, paper_tables_for  # noqa: F401 - the plan knows the files
 
 
 
@@ -116,7 +116,7 @@ def load(name: str, dataset: str, path: str | Path | None = None) -> pd.DataFram
     if missing:
         raise PipelineError(f"{path}: not the paper's {name} (missing columns {missing})")
     if table.dataset is None:
-        frame = frame[frame["dataset"] == dataset]
+        frame = frame[frame["dataset"] == paper_dataset(dataset)]
     return frame.reset_index(drop=True)
 
 
@@ -158,21 +158,28 @@ def _adversarial(rows: pd.DataFrame, eps01: float, paper_k: float | None, source
     return str(ranked.iloc[0]["model"])
 
 
-def _regularized(rows: pd.DataFrame, alpha: float, beta: float, sigma01: float, k: float) -> str | None:
+def _regularized(rows: pd.DataFrame, alpha: float, beta: float, sigma01: float, k: float | None) -> str | None:
+    """The model with the paper row's (alpha, beta, sigma) and k; any k when `k` is None (largest k first)."""
     cand = rows[rows["kind"] != "adversarial"]
+    if k is None:
+        cand = cand.sort_values("k", ascending=False, kind="stable")
     hits = [
         str(r.model)
         for r in cand.itertuples()
-        if _close(r.alpha, alpha) and _close(r.beta, beta) and _close(r.sigma / r.pixel_units, sigma01) and _close(r.k, k)
+        if _close(r.alpha, alpha) and _close(r.beta, beta) and _close(r.sigma / r.pixel_units, sigma01) and (k is None or _close(r.k, k))
     ]
     return hits[0] if hits else None
 
 
-def match(name: str, paper_rows: pd.DataFrame, rows: pd.DataFrame, eps01: float, source: str | None = None) -> list[str | None]:
+def match(
+    name: str, paper_rows: pd.DataFrame, rows: pd.DataFrame, eps01: float, source: str | None = None, match_k: bool = True
+) -> list[str | None]:
     """For each paper row, the model id of the study that reproduces it, or None.
 
     `rows` are the study's row files (columns model, kind, alpha, beta, sigma, k, adv_steps,
-    adv_eps, pixel_units). Paper rows with identical parameters map to the same model.
+    adv_eps, pixel_units). Paper rows with identical parameters map to the same model. With
+    `match_k` False (a stand-in dataset such as mnist5k, trained for far fewer iterations), a
+    regularized row matches the model of its (alpha, beta, sigma) whatever its k.
     """
     if rows.empty:
         return [None] * len(paper_rows)
@@ -189,5 +196,5 @@ def match(name: str, paper_rows: pd.DataFrame, rows: pd.DataFrame, eps01: float,
             out.append(_adversarial(rows, eps01, _param(prow["k"]), source))
         else:
             sigma01 = _param(prow["sigma"]) if "sigma" in prow else _param(prow["sigma_255"]) / 255
-            out.append(_regularized(rows, _param(prow["alpha"]), _param(prow["beta"]), sigma01, _param(prow["k"])))
+            out.append(_regularized(rows, _param(prow["alpha"]), _param(prow["beta"]), sigma01, _param(prow["k"]) if match_k else None))
     return out

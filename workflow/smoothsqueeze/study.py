@@ -421,6 +421,14 @@ def table_layout(study: Mapping[str, Any]) -> str:
 
 #: The attack budget of the paper's experiments, in [0, 1] pixel units.
 PAPER_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
+#: Datasets compared with another dataset's paper rows: mnist5k (4,000 of MNIST's training digits)
+#: against the paper's MNIST rows, matched without k (its k and training set differ from the paper's).
+PAPER_STAND_INS = {"mnist5k": "mnist"}
+
+
+def paper_dataset(dataset: str) -> str:
+    """The dataset whose paper rows a study of `dataset` is compared with (itself, or what it stands in for)."""
+    return PAPER_STAND_INS.get(dataset, dataset)
 #: Paper table -> (CSV under the package's resources/paper/, dataset; None: every dataset, a `dataset` column).
 PAPER_TABLE_FILES: dict[str, tuple[str, str | None]] = {
     "table1": ("table1.csv", None),
@@ -436,10 +444,11 @@ def paper_csv(name: str) -> Path:
 
 
 def paper_tables_for(dataset: str, eps01: float) -> list[str]:
-    """Paper tables a study can be compared with: same dataset and the paper's attack eps.
+    """Paper tables a study can be compared with: same dataset (or the one it stands in for) and the paper's attack eps.
 
     A study of another eps (or the digits demo) has no paper counterpart, so none.
     """
+    dataset = paper_dataset(dataset)
     if dataset not in PAPER_EPS or not math.isclose(eps01, PAPER_EPS[dataset], rel_tol=1e-6):
         return []
     return [name for name, (_file, ds) in PAPER_TABLE_FILES.items() if ds in (dataset, None)]
@@ -926,6 +935,8 @@ class Plan:
             "blackbox_source": st["blackbox"]["source"],
             "squeeze_norm": st["train"].get("squeeze_norm"),
             "lr_milestones": st["train"].get("lr_milestones", []),
+            "lr_schedule": {"name": st["train"].get("lr_schedule", "piecewise"), "lr": st["train"]["lr"], "peak": st["train"].get("lr_peak", 0.4)},
+            "noise_clip": bool(st["train"].get("noise_clip", False)),
         }
 
     def table_caption_facts(self, study: str) -> dict[str, str]:

@@ -338,12 +338,17 @@ def comparison_frame(
     by_model = {str(r["model"]): r for r in rows.to_dict("records")}
     records = []
     eps01 = spec["eps"] / spec["pixel_units"]
-    for prow, model in zip(paper_rows.to_dict("records"), paper.match(name, paper_rows, rows, eps01, spec.get("blackbox_source"))):
+    stand_in = spec["dataset"] in paper.PAPER_STAND_INS
+    matches = paper.match(name, paper_rows, rows, eps01, spec.get("blackbox_source"), match_k=not stand_in)
+    for prow, model in zip(paper_rows.to_dict("records"), matches):
         if model is None:
             continue
         out = {k: prow[k] for k in table.key} | {"model": model}
         ours_row = by_model[model]
         notes = marks(ours_row.get("note"))
+        if stand_in and "k" in prow:
+            notes.append(f"k and training set differ: ours k {int(ours_row['k'])} on {spec['dataset']}, the paper's k {int(prow['k'])} on "
+                         f"{paper.PAPER_STAND_INS[spec['dataset']]}")
         overrides = (table.row_metrics or {}).get(str(prow.get("defense")), {})
         for p, default in metrics:
             o = overrides.get(p, default)
@@ -445,10 +450,18 @@ def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:
         text += f"; logit squeezing {term} normalised as {esc(norm)} ({esc(SQUEEZE_WORDS.get(norm, norm))})"
     if spec.get("lr_milestones"):
         text += "; learning-rate drops at " + "/".join(f"{100 * m:g}{pct}" for m in spec["lr_milestones"]) + " of k (Madry's 40k/60k of 80k, scaled with k: an assumption for other k)"
+    schedule = spec.get("lr_schedule") or {}
+    if schedule.get("name") == "cyclic":
+        text += f"; cyclic learning rate (Wong et al.): 0 to {schedule['lr']:g} at {100 * schedule['peak']:g}{pct} of k, then down to 0"
+    if "noise_clip" in spec:
+        text += "; noisy training images " + ("clipped to [0, 1]" if spec["noise_clip"] else "not clipped to [0, 1] (the paper does not say)")
     if name in ("accuracy", "whitebox", "blackbox", "eq4") or name in paper.PAPER_TABLES:
         text += f"; rows marked '{COLLAPSED}' failed to train (training accuracy below twice chance): not robustness results"
     if name in paper.PAPER_TABLES:
         text += "; paper rows without a model in the study's grid are left out; difference = ours - paper"
+        if spec["dataset"] in paper.PAPER_STAND_INS:
+            text += (f"; {esc(spec['dataset'])} stands in for the paper's {esc(paper.PAPER_STAND_INS[spec['dataset']])}: rows are matched on "
+                     f"alpha, beta, {sigma} whatever k (ours train for far fewer iterations on fewer images; see each row's note)")
     return text + "."
 
 
