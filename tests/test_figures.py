@@ -447,12 +447,15 @@ def test_landing_text_fits_one_screen_and_names_every_category() -> None:
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     html = _render_rst((ROOT / "workflow/report/workflow.rst").read_text(), config)
-    for category in ("Tables", "Figures", "Audit", "Cost"):
+    for category in ("Claims", "Tables", "Figures", "Masking audit", "Cost"):
         assert f"<strong>{category}</strong>" in html, category
     assert all(f">{name}</" in html for name in config["studies"]), "every study is listed"
     # Snakemake centres the text vertically and it cannot scroll above the top: at 1366x768 about 22 lines fit under the title.
     assert _plain_lines(html) <= 22, _plain_lines(html)
     assert "every caption" not in html
+    # The report's menu lists categories alphabetically: the claims ledger is its first entry, and the text names it first.
+    assert sorted(("Claims", "Tables", "Figures", "Masking audit", "Cost"))[0] == "Claims"
+    assert html.index("<strong>Claims</strong>") < html.index("<strong>Tables</strong>")
 
 
 def test_every_figure_caption_states_the_attack_budget_and_its_models() -> None:

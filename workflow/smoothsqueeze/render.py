@@ -290,7 +290,11 @@ def html_headers(columns: Sequence[Column]) -> list[str]:
     counts: dict[str, int] = {}
     for c in columns:
         counts[c.label] = counts.get(c.label, 0) + 1
-    return [f"{c.group} {c.label}" if counts[c.label] > 1 and c.group else c.label for c in columns]
+    return [f"{c.group} {c.label}" if c.group and (counts[c.label] > 1 or c.group in ATTACK_GROUPS) else c.label for c in columns]
+
+
+#: Groups whose columns' headers always carry the group's name in HTML: "White-box PGD-40 x-ent" everywhere.
+ATTACK_GROUPS = ("White-box", "Black-box")
 
 
 def to_html(columns: Sequence[Column], frame: pd.DataFrame, title: str, caption: str, words: Words = _plain) -> str:
@@ -325,7 +329,9 @@ def to_html(columns: Sequence[Column], frame: pd.DataFrame, title: str, caption:
         body.append("<tr>" + "".join(cells) + "</tr>")
     style = (
         "body{font-family:sans-serif;font-size:13px}table{border-collapse:separate;border-spacing:0}"
-        "th,td{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td.text{text-align:left}td.stat{white-space:nowrap}"
+        "th,td{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}td.text{text-align:left}"
+        # headers and cells wrap, so a wide table (the audit's) fits a 1366 px screen without being cut
+        "th{max-width:9em;white-space:normal;vertical-align:bottom}td.text{max-width:16em}td.stat{min-width:5.5em}"
         "tr.groups th{border-bottom:none}tr.groups th.group{text-align:center;border-bottom:1px solid #444}"
         "thead tr:last-child th{border-bottom:2px solid #444}"
     )

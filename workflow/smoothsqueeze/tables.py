@@ -172,7 +172,7 @@ def attack_label(name: str) -> str:
 
 
 def metric_label(key: str) -> str:
-    for prefix, word in (("whitebox_", "white-box "), ("blackbox_", "black-box ")):
+    for prefix, word in (("whitebox_", "White-box "), ("blackbox_", "Black-box ")):
         if key.startswith(prefix):
             return word + attack_label(key[len(prefix):])
     return {"predicted_eq4": "Eq. 4 predicted", "predicted_eq4_top": "Eq. 4 top class"}.get(key, attack_label(key) if "_" in key else key)
