@@ -182,7 +182,8 @@ def test_seeds_of_a_grid_entry_make_one_row_with_mean_spread_and_pooled_interval
     assert ls["note"] == "training collapsed; 1 of 3 seeds training collapsed"
     tex = (tmp_path / "tables" / "accuracy.tex").read_text()
     assert "LS + noise & 0.95 & 0 & 0.3 & 200 & 99.0 $\\pm$ 0.0 & 98.0 $\\pm$ 0.0 & 42.0 $\\pm$ 2.0" in tex
-    assert "Mean $\\pm$ standard deviation over 1/3 seeds per row" in tex
+    assert "% Note: " in tex and "Mean ± standard deviation over 1/3 seeds per row" in " ".join(
+        line.removeprefix("% ") for line in tex.splitlines() if line.startswith("% "))  # the note after the float
     html = (tmp_path / "tables" / "accuracy.html").read_text()
     assert "42.0 ± 2.0 [" in html
 
