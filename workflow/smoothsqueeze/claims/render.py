@@ -76,6 +76,17 @@ def study_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
     return "\n".join(lines)
 
 
+_GREEK_WORDS = {"eps\\_L": r"$\epsilon_L$", "alpha": r"$\alpha$", "beta": r"$\beta$", "sigma": r"$\sigma$", "eps": r"$\epsilon$"}
+
+
+def tex_words(key: str, text: str) -> str:
+    """A ledger cell in LaTeX: escaped, the parameters' names as the tables write them ($\\alpha$, $\\epsilon$)."""
+    import re
+
+    escaped = base.latex_escape(text).replace(" > ", " $>$ ").replace(" < ", " $<$ ")
+    return re.sub(r"\b(eps\\_L|alpha|beta|sigma|eps)\b", lambda m: _GREEK_WORDS[m[1]], escaped)
+
+
 def write_study(rows: Sequence[Mapping[str, Any]], study: str, outputs: Mapping[str, str | Path | None]) -> None:
     """reports/<study>/claims.{csv,md,tex,html} (those of `outputs` given)."""
     from .ledger import FIELDS
@@ -91,7 +102,7 @@ def write_study(rows: Sequence[Mapping[str, Any]], study: str, outputs: Mapping[
     _write(outputs.get("csv"), base.to_csv(csv_columns, frame))
     _write(outputs.get("md"), study_markdown(rows, study))
     html_columns = [c for c in STUDY_COLUMNS if c.key != "where"]
-    _write(outputs.get("tex"), base.to_latex(STUDY_COLUMNS, _frame(rows, STUDY_COLUMNS), tex_caption, f"tab:{study}-claims"))
+    _write(outputs.get("tex"), base.to_latex(STUDY_COLUMNS, _frame(rows, STUDY_COLUMNS), tex_caption, f"tab:{study}-claims", tex_words))
     _write(outputs.get("html"), base.to_html(html_columns, _frame(rows, html_columns), title, caption))
 
 
