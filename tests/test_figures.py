@@ -280,8 +280,78 @@ def _no_legend_covers_an_axes(fig) -> None:  # type: ignore[no-untyped-def]
             assert not box.overlaps(ax.get_window_extent(renderer)), (legend.get_texts()[0].get_text(), ax.get_xlabel())
 
 
+def _texts_at_least_7pt(fig) -> list[str]:  # type: ignore[no-untyped-def]
+    """Every visible text of a drawn figure (at print size: the figure is drawn at its print width) is at least 7 pt."""
+    texts = fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text") and o.get_visible() and o.get_text())
+    assert texts
+    return [f"{t.get_text()[:40]!r} at {t.get_fontsize()} pt" for t in texts if t.get_fontsize() < figures.MIN_FONT_PT]
+
+
+def test_every_font_setting_is_at_least_7pt() -> None:
+    import matplotlib.font_manager
+
+    sizes = {key: value for key, value in figures.RC.items() if key.endswith(("size", "fontsize")) and "marker" not in key}
+    assert sizes and all(matplotlib.font_manager.FontProperties(size=v).get_size_in_points() >= 7 for v in sizes.values()), sizes
+
+
+def test_paper_style_figures_fit_iclr_widths_with_7pt_text_and_no_title_or_footer(tmp_path: Path) -> None:
+    """Each plot kind in the paper style: a full-width PDF at most 397 pt wide (ICLR's text), a column one at
+    most 2.7 in; every text at least 7 pt; no footer or legend title (the numbers are in the caption file)."""
+    data = _study_of_two(n=8)
+    for mid in data.entries:
+        n = len(data.analysis[mid]["feature_abs_sum"])
+        data.analysis[mid]["feature_abs_sum"] = np.r_[np.linspace(5, 1, n - 40), np.zeros(40)]
+        data.history[mid] = [{"iteration": i, "loss": 1 / i, "accuracy": 50 + i, "logit_norm": i} for i in range(1, 20)]
+        data.measured[mid] = figures.measured(ADV_RECORD, {"n": 8, "accuracy": {"autoattack": 0.8}})
+    selection = figures.select(data.entries)
+    one_per_kind = {what: name for name, (_paper, what, _roles) in reversed(list(figures.FIGURES.items()))}
+    assert data.style == "paper" and figures.DEFAULT_WIDTHS == {"full": 5.5, "column": 2.7}
+    for what, name in one_per_kind.items():
+        small, words = [], []
+
+        def inspect(fig) -> None:  # type: ignore[no-untyped-def]
+            small.extend(_texts_at_least_7pt(fig))
+            words.extend(t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text") and hasattr(o, "get_fontsize")))
+
+        pdf = next(p for p in figures.draw(name, data, selection[name], tmp_path, inspect) if p.suffix == ".pdf")
+        assert small == [], (name, small)
+        assert not any(w.startswith("Study ") or "Eq. 4 " in w or ("inactive" in w and not w.startswith("paper:")) for w in words), (name, words)
+        width_pt = 72 * _pdf_size_inches(pdf)[0]
+        if figures.width_of(name) == "full":
+            assert 380 <= width_pt <= 397, (name, width_pt)
+        else:
+            assert width_pt <= 72 * 2.7, (name, width_pt)
+    # A study's analysis.figure_widths sets the sizes: a narrower column gives a narrower PDF.
+    data.widths = {"full": 5.5, "column": 2.2}
+    pdf = next(p for p in figures.draw("fig2_logits_adversarial", data, selection["fig2_logits_adversarial"], tmp_path) if p.suffix == ".pdf")
+    assert 72 * _pdf_size_inches(pdf)[0] <= 72 * 2.2
+
+
+def test_caption_files_and_selection_record_name_the_chosen_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Beside each figure: its caption (plain and LaTeX) with the chosen model ids and the numbers the image
+    leaves out; selection.json holds every figure's models, and a change from the previous build is logged."""
+    data = _study_of_two(n=8)
+    selection = figures.select(data.entries)
+    texts = figures.shown(data.entries)
+    txt, tex = figures.write_captions("fig1_eq4_adversarial", data, selection["fig1_eq4_adversarial"], texts["fig1_eq4_adversarial"], tmp_path)
+    caption = txt.read_text()
+    assert txt.name == "fig1_eq4_adversarial.caption.txt" and tex.name == "fig1_eq4_adversarial.caption.tex"
+    for mid in selection["fig1_eq4_adversarial"]["models"]:
+        assert f"[{mid}" in caption and f"[{mid.replace('_', chr(92) + '_')}" in tex.read_text()
+    assert caption.startswith("Figure 1 (MNIST) / Figure 5 (CIFAR-10), study s, L∞ attacks at ε = 0.2.") and "Eq. 4 " in caption
+    assert r"$L_\infty$" in tex.read_text() and "ε" not in tex.read_text()
+    assert figures.record_selection(selection, texts, tmp_path) == []  # a first build: nothing to compare
+    record = json.loads((tmp_path / "selection.json").read_text())
+    assert record["fig1_eq4_adversarial"]["models"] == selection["fig1_eq4_adversarial"]["models"]
+    # A grid entry added: the figure that now shows another model says so.
+    data.entries["pgd7-eps0.2-step0.05_k5"] = {"k": 5, "adversarial": {"steps": 7, "step_size": 0.05, "eps": 0.2}}
+    changed = figures.record_selection(figures.select(data.entries), figures.shown(data.entries), tmp_path)
+    assert any(line.startswith("fig1_eq4_adversarial: models changed from the previous build: natural_k5, pgd2-eps0.2-step0.1_k5 -> ")
+               for line in changed), changed
+
+
 def test_figures_are_print_sized_with_truetype_fonts(tmp_path: Path) -> None:
-    """One figure per plot kind: column (~3.3 in) or full (~6.75 in) width, no Type 3 font, no legend over the data."""
+    """One figure per plot kind: column (2.7 in) or full (5.5 in) width, no Type 3 font, no legend over the data."""
     data = _study_of_two(n=8)
     for mid in data.entries:
         n = len(data.analysis[mid]["feature_abs_sum"])
@@ -295,11 +365,12 @@ def test_figures_are_print_sized_with_truetype_fonts(tmp_path: Path) -> None:
         pdf = next(p for p in paths if p.suffix == ".pdf")
         assert _type3_fonts(pdf) == 0 and b"/FontFile2" in pdf.read_bytes(), name  # embedded TrueType
         width, _height = _pdf_size_inches(pdf)
-        target = figures.SIZES[what][0]
-        assert target - 0.4 <= width <= target + 0.1, (name, width)
+        target = figures.size(what, figures.DEFAULT_WIDTHS)[0]
+        assert target - 0.4 <= width <= target, (name, width)
 
 
 def test_eq4_legend_gives_the_nearest_class_prediction() -> None:
+    """The annotated style's legend (the paper style's caption file holds the same text: `caption_text`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,6 +381,7 @@ def test_eq4_legend_gives_the_nearest_class_prediction() -> None:
     # Make the two predictions differ, so the legend shows which one it uses.
     data.summary[mid] = {**data.summary[mid], "predicted_robust_accuracy": 12.5, "predicted_robust_accuracy_top": 37.5}
     data.measured[mid] = figures.measured(ADV_RECORD, None)
+    data.style = "annotated"
     fig = plt.figure(layout="constrained")
     models = list(data.entries)
     figures.plot_eq4(fig, data, models, {m: m for m in models}, figures.styles(models, data.entries))
@@ -320,6 +392,8 @@ def test_eq4_legend_gives_the_nearest_class_prediction() -> None:
     assert "all wrong classes" in title and "9 entries per test image" in title
     assert "z_j" in fig.axes[0].get_xlabel()
     plt.close(fig)
+    caption = figures.caption_text("fig1_eq4_adversarial", data, figures.select(data.entries)["fig1_eq4_adversarial"], [])
+    assert "natural: Eq. 4 12.5% · PGD-40 4.7%" in caption
 
 
 def test_caption_selection_prints_one_line_in_the_report_but_compares_in_full() -> None:
@@ -373,12 +447,15 @@ def test_landing_text_fits_one_screen_and_names_every_category() -> None:
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     html = _render_rst((ROOT / "workflow/report/workflow.rst").read_text(), config)
-    for category in ("Tables", "Figures", "Audit", "Cost", "Frontier"):
+    for category in ("Claims", "Tables", "Figures", "Masking audit", "Cost", "Frontier"):
         assert f"<strong>{category}</strong>" in html, category
     assert all(f">{name}</" in html for name in config["studies"]), "every study is listed"
     # Snakemake centres the text vertically and it cannot scroll above the top: at 1366x768 about 22 lines fit under the title.
     assert _plain_lines(html) <= 22, _plain_lines(html)
     assert "every caption" not in html
+    # The report's menu lists categories alphabetically: the claims ledger is its first entry, and the text names it first.
+    assert sorted(("Claims", "Tables", "Figures", "Masking audit", "Cost"))[0] == "Claims"
+    assert html.index("<strong>Claims</strong>") < html.index("<strong>Tables</strong>")
 
 
 def test_every_figure_caption_states_the_attack_budget_and_its_models() -> None:
@@ -412,7 +489,10 @@ def test_snakemake_builds_every_figure_of_the_tiny_study(tiny_copy: Path) -> Non
         if target.endswith(".pdf"):
             assert _type3_fonts(tiny_copy / target) == 0, target
             width, _height = _pdf_size_inches(tiny_copy / target)
-            assert width <= figures.FULL_WIDTH + 0.1, target
+            assert 72 * width <= 397, target  # ICLR's text width
+    for name, sel in json.loads((tiny_copy / "reports/tiny/figures/selection.json").read_text()).items():
+        caption = (tiny_copy / f"reports/tiny/figures/{name}.caption.txt").read_text()
+        assert all(f"[{mid}" in caption for mid in sel["models"]), name
     models = ["natural_k40", "noise0.3_k40", "ls0.9_k40", "sq0.5_noise0.3_k40", "pgd3-eps0.2-step0.1_k30"]
     for model in models:
         summary = json.loads((tiny_copy / f"results/tiny/analysis/{model}.json").read_text())

@@ -97,6 +97,32 @@ def latex_problems(tex: str) -> list[str]:
     return problems
 
 
+def paper_problems(tex: str) -> list[str]:
+    """What keeps a well-formed table from pasting into a paper: scaling (\resizebox), a size other than
+    every table's (render.TEX_SIZE), a caption of more than two sentences, straight quotes, plain notation."""
+    problems = []
+    body = "\n".join(line for line in tex.splitlines() if not line.lstrip().startswith("%"))
+    if "\\resizebox" in body or "\\scalebox" in body:
+        problems.append("scaled (\\resizebox/\\scalebox)")
+    sizes = re.findall(r"\\(tiny|scriptsize|footnotesize|small|normalsize|large)\b", body)
+    if sizes != [render.TEX_SIZE.lstrip("\\")]:
+        problems.append(f"font sizes {sizes}, want one {render.TEX_SIZE}")
+    caption = re.search(r"\\caption\{(.*)\}\s*$", body, re.M)
+    if caption is None:
+        problems.append("no caption")
+    else:
+        text = re.sub(r"\$[^$]*\$", "x", caption.group(1))
+        sentences = len(re.findall(r"(?<!Eq)(?<!vs)(?<!adv)\.(?:\s+[A-Z(]|\s*$)", text))
+        if sentences > 2:
+            problems.append(f"caption of {sentences} sentences: {caption.group(1)[:120]!r}")
+    if re.search(r"(?<![`'\w])'[^'\n]+'(?!')", body):
+        problems.append("straight quotes (LaTeX wants ``...'')")
+    for plain in ("eps_L", "L-inf", "eps "):
+        if plain in _outside_math(body):
+            problems.append(f"plain notation {plain!r}")
+    return problems
+
+
 # ---------------------------------------------------------------- the checker itself
 
 
@@ -115,6 +141,16 @@ natural & 1.00 & -- \\
 \end{tabular}
 \end{table}
 """
+
+
+def test_paper_checker_finds_scaling_sizes_long_captions_and_quotes() -> None:
+    good = GOOD.replace("\\begin{tabular}", "\\footnotesize\n\\begin{tabular}")
+    assert paper_problems(good) == []
+    assert any("scaled" in p for p in paper_problems(good.replace("\\begin{tabular}{lrr}", "\\resizebox{\\textwidth}{!}{\\begin{tabular}{lrr}")))
+    assert any("font sizes" in p for p in paper_problems(good.replace("\\footnotesize", "\\small")))
+    assert any("sentences" in p for p in paper_problems(good.replace("more.}", "more. One. Two. Three.}")))
+    assert any("quotes" in p for p in paper_problems(good.replace("more.}", "more 'quoted'.}")))
+    assert any("notation" in p for p in paper_problems(good.replace("more.}", "more, L-inf.}")))
 
 
 @pytest.mark.parametrize(
@@ -186,10 +222,11 @@ def test_every_table_of_the_paper_studies_is_well_formed(rendered: dict[str, str
     assert {"accuracy", "whitebox", "blackbox", "eq4", "table1"} <= set(rendered)
     for name, tex in rendered.items():
         assert latex_problems(tex) == [], name
+        assert paper_problems(tex) == [], name
         assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex, name
-    # what needed escaping did occur and was escaped: the source model's id (underscores), the
-    # squeeze normalisation's name, percent signs
-    assert re.search(r"crafted on \S+\\_k\d+", rendered["accuracy"]), rendered["accuracy"][:600]
+    # what needed escaping did occur and was escaped (percent signs); the settings note after the float
+    # is comment lines and names the source model as it is
+    assert re.search(r"(?m)^% .*crafted on \S+_k\d+", rendered["accuracy"]), rendered["accuracy"][-600:]
     assert r"\%" in rendered["accuracy"] and "training collapsed" in rendered["accuracy"]
 
 
@@ -210,6 +247,7 @@ def test_every_table_of_the_tiny_study_is_well_formed(tiny_study: Path) -> None:
     assert {"accuracy", "eq4", "cost", "audit"} <= names, names  # digits: the combined layout (Tables 2/5)
     for path in texs:
         assert latex_problems(path.read_text()) == [], path.name
+        assert paper_problems(path.read_text()) == [], path.name
 
 
 # A plain article at ICLR's text width (397pt), with the packages a paper has anyway.
@@ -230,9 +268,11 @@ def test_generated_tables_compile_with_pdflatex(tmp_path: Path) -> None:
 
 
 def _compile_all(pdflatex: str, texs: dict[str, str], where: Path) -> None:
-    """Each table compiles in the plain article, and none is wider than the 397pt text (no overfull box)."""
+    """Each table compiles in the plain article, and none is wider than the 397pt text (no overfull box),
+    nor fits it by scaling (one font size for every table: no \\resizebox)."""
     assert texs
     for name, tex in texs.items():
+        assert "\\resizebox" not in tex, f"{name}: scaled to fit"
         doc = where / f"{name}.tex"
         doc.write_text(DOCUMENT % tex)
         proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=where,
@@ -252,5 +292,6 @@ def test_the_tiny_study_tables_fit_iclr_text_width(tiny_study: Path, tmp_path: P
             pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended, and in CI this test must run")
         pytest.skip("pdflatex is not installed (Debian: apt-get install texlive-latex-recommended)")
     texs = {p.stem: p.read_text() for p in sorted((tiny_study / "reports" / "tiny" / "tables").glob("*.tex"))}
+    texs["claims"] = (tiny_study / "reports" / "tiny" / "claims.tex").read_text()
     assert {"accuracy", "eq4", "audit", "cost"} <= set(texs), sorted(texs)
     _compile_all(pdflatex, texs, tmp_path)

@@ -1,6 +1,6 @@
 # Analysis and figures: Eq. 4 quantities and activation sums per model (one job each), then
 # the paper's Figures 1-9 and training curves per study, PNG (in the report) and PDF.
-from smoothsqueeze.study import FIGURES, STAGE_VERSIONS, Plan, as_json
+from smoothsqueeze.study import CAPTION_FORMATS, FIGURES, STAGE_VERSIONS, Plan, as_json
 
 plan = Plan(config)
 
@@ -47,6 +47,12 @@ rule figures:
             )
             for name, (paper, _what, _roles) in FIGURES.items()
             for fmt in ("png", "pdf")
+        },
+        # beside each figure, its caption (models chosen, numbers): plain text and LaTeX
+        **{
+            f"{name}_{fmt.replace('.', '_')}": plan.paths.figure("{study}", name, fmt)
+            for name in FIGURES
+            for fmt in CAPTION_FORMATS
         },
     params:
         spec=lambda w: as_json(plan.figures_spec(w.study)),

@@ -41,7 +41,7 @@ rule audit_table:
             ext: report(
                 plan.paths.table("{study}", "audit", ext),
                 caption="../report/audit/audit_table.rst",
-                category="Audit",
+                category="Masking audit",  # after "Claims" in the report's alphabetical menu: the ledger comes first
                 subcategory="{study}",
                 labels={"study": "{study}", "table": "audit", "format": FORMAT_LABELS[ext]},
             )

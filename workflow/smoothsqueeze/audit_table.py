@@ -21,8 +21,8 @@ from .errors import PipelineError
 from .evidence import intervals as iv
 from .evidence.per_image import record_masks
 from .evidence.seeds import group_key
-from .render import Column, latex_escape, to_csv, to_html, to_latex
-from .study import defense_label
+from .render import Column, latex_escape, tex_label, to_csv, to_html, to_latex, unique_labels
+from .study import defense_label, legend_label
 
 #: Accuracy keys of the audit record shown per row (mean over seeds, interval over pooled images).
 _AUDITED = ("clean", "autoattack", "strongest")
@@ -36,20 +36,29 @@ def _table_columns() -> list[Column]:
     claimed, audited, per = "Claimed (paper's attacks)", "Audited (same images)", "Per attack (audit)"
     return [
         Column("model", "Model", fmt="text", in_tex=False),
-        Column("defense", "Defense", fmt="text"),
+        Column("defense", "Defense", fmt="text", in_tex=False),
+        Column("name", "Defense (parameters)", "Defense", fmt="text", in_html=False),
         Column("seeds", "Seeds", fmt="num", in_tex=False),
-        Column("n", "n", "$n$", fmt="num"),
+        Column("n", "n", "$n$", fmt="num", in_tex=False),  # LaTeX: in the caption
         Column("clean", "Clean", fmt="stat"),
-        Column("claimed_pgd_xent", "PGD x-ent", group=claimed, fmt="stat"),
-        Column("claimed_pgd_cw", "PGD CW", group=claimed, fmt="stat"),
+        Column("claimed_pgd_xent", "White-box PGD x-ent", r"\shortstack{PGD\\x-ent}", group=claimed, fmt="stat"),
+        Column("claimed_pgd_cw", "White-box PGD CW", r"\shortstack{PGD\\CW}", group=claimed, fmt="stat"),
         Column("autoattack", "AutoAttack", group=audited, fmt="stat"),
         Column("strongest", "Strongest", group=audited, fmt="stat"),
         Column("drop", "Drop", group=audited, fmt="stat"),
-        *(Column(k, label, group=per, in_tex=False) for k, label in _PER_ATTACK),
-        *(Column(f"flag_{name}", af.FLAG_LABELS[name], group="Flags (across seeds)", fmt="text", in_tex=False) for name in af.FLAG_NAMES),
-        Column("flags", "Flags", fmt="text"),
-        Column("masking_suspected", "Masking suspected", tex="Masking?", fmt="text"),
+        *(Column(k, label, group=per, in_tex=False, in_html=False) for k, label in _PER_ATTACK),
+        *(Column(f"flag_{name}", af.FLAG_LABELS[name], group="Flags (across seeds)", fmt="text", in_tex=False, in_html=False) for name in af.FLAG_NAMES),
+        Column("flags", "Flags", fmt="text", in_tex=False),  # LaTeX: the masking verdict; the letters in CSV/HTML
+        Column("masking_suspected", "Masking suspected", tex=r"\shortstack{Masking\\suspected}", fmt="text"),
     ]
+
+
+def _names(rec: Mapping[str, Any]) -> tuple[str, str]:
+    """(name by parameters, the same with k) of an audited model; its id where the record has no grid entry."""
+    if not rec.get("entry"):
+        return (rec.get("model_id", "?"),) * 2
+    units = rec.get("settings", {}).get("pixel_units", 1)
+    return legend_label(rec["entry"], units), legend_label(rec["entry"], units, with_k=True)
 
 
 def _stat(row: dict[str, Any], key: str, values: list[float | None], ns: list[int]) -> None:
@@ -72,6 +81,8 @@ def group_row(audits: list[Mapping[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": group_key({"group": first.get("group"), "model": first.get("model_id", "?")}),
         "defense": defense_label(first["entry"]) if first.get("entry") else first.get("model_id", "?"),
+        "name": _names(first)[0],
+        "_name_k": _names(first)[1],
         "seeds": len(audits),
         "n": ns[0] if len(set(ns)) == 1 else "/".join(map(str, ns)),
     }
@@ -128,34 +139,54 @@ def table_rows(audits: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for rec in audits:
         groups.setdefault(group_key({"group": rec.get("group"), "model": rec.get("model_id", "?")}), []).append(rec)
-    return [group_row(recs) for recs in groups.values()]
+    rows = [group_row(recs) for recs in groups.values()]
+    for row, name in zip(rows, unique_labels([r["name"] for r in rows], [r.pop("_name_k") for r in rows])):
+        row["name"] = name
+    return rows
 
 
 def table_caption(audits: list[Mapping[str, Any]]) -> str:
     """Plain-text settings of the audit (from the first record; the rule gives all records the same)."""
     if not audits:
         return "No models audited."
+    return f"{headline(audits)} {details(audits)}"
+
+
+def headline(audits: list[Mapping[str, Any]], tex: bool = False) -> str:
+    """The caption's second sentence: study, threat model, images, unit."""
+    if not audits:
+        return "No models audited."
     rec = audits[0]
     s, units = rec["settings"], rec["settings"].get("pixel_units", 1)
     eps = f"{s['eps01'] * units:g}" + (f"/{units:g}" if units != 1 else "")
+    if tex:
+        return (rf"Study {latex_escape(str(rec.get('study', '?')))}, $L_\infty$ attacks at $\epsilon = {eps}$ on the first {rec['n']} test "
+                r"images; accuracies in \%, mean over seeds.")
+    return f"Study {rec.get('study', '?')}, L∞ attacks at ε = {eps} on the first {rec['n']} test images; accuracies in %, mean ± standard deviation over seeds."
+
+
+def details(audits: list[Mapping[str, Any]]) -> str:
+    """What each column means and how the flags are decided (the HTML caption; the note after the LaTeX)."""
+    rec = audits[0]
+    s = rec["settings"]
     aa, pg = s["autoattack"], s["pgd"]
     flags = "; ".join(f"{af.FLAG_LABELS[name]}" for name in af.FLAG_NAMES)
     return (
-        f"Study {rec.get('study', '?')}, L-inf eps = {eps}; accuracies in %, on the first {rec['n']} test images, mean ± standard deviation "
-        f"over seeds. Claimed: the evaluation record's white-box PGD (x-ent, CW) on those images. AutoAttack ({', '.join(aa['attacks'])}; "
+        f"Claimed: the evaluation record's white-box PGD (x-ent, CW) on those images. AutoAttack ({', '.join(aa['attacks'])}; "
         f"APGD {aa['apgd_iter']} it., {aa['apgd_t_targets']} targets; FAB-T {aa['fab_iter']} it., {aa['fab_targets']} targets; Square "
         f"{aa['square_queries']} queries). Strongest: per image, the worst case over every audit attack (AutoAttack, PGD {pg['steps']} "
         f"steps x {pg['restarts']} restarts on {', '.join(pg['losses'])}, PGD sweep {s['sweep_steps']}) and every attack of the "
         f"evaluation record (white-box and black-box). Drop = lower claim - strongest, image by image (interval: the seeds' images "
         f"pooled). Flags ({flags}) decided against their 95% interval (Wilson; paired on the same images) per seed and on the seeds' "
         f"images pooled: a letter = raised; '?' = within noise (above the threshold but not beyond its interval, or seeds on both "
-        f"sides of it); differences of at most {s.get('min_effect_pp', 0):g} points count for no flag (a, b, d)."
+        f"sides of it); differences of at most {s.get('min_effect_pp', 0):g} points count for no flag (a, b, d). The CSV has every "
+        f"attack's accuracy and each flag's verdict; the HTML the flags raised."
     )
 
 
-def _tex_caption(caption: str) -> str:
-    """The caption in LaTeX, its notation in math mode."""
-    return latex_escape(caption).replace("L-inf eps =", r"$L_\infty$ $\epsilon =$").replace("±", r"$\pm$")
+def _raw_name(key: str, text: str) -> str:
+    """A text cell in LaTeX: the defense name is LaTeX already (`tex_label`), the rest is escaped."""
+    return text if key == "name" else latex_escape(text)
 
 
 def write_table(audits: list[Mapping[str, Any]], csv_path: str | Path, tex_path: str | Path, html_path: str | Path) -> None:
@@ -169,9 +200,11 @@ def write_table(audits: list[Mapping[str, Any]], csv_path: str | Path, tex_path:
     caption = table_caption(audits)
     study = audits[0].get("study", "study") if audits else "study"
     title = "Gradient-masking audit: claimed vs audited robustness"
+    tex_frame = frame.assign(name=[tex_label(n) for n in frame["name"]]) if len(frame) else frame
     texts = (
         to_csv(columns, frame),
-        to_latex(columns, frame, f"{latex_escape(title)}. {_tex_caption(caption)}", f"tab:{study}-audit", resize=True),
+        to_latex(columns, tex_frame, f"{latex_escape(title)}. {headline(audits, tex=True)}", f"tab:{study}-audit",
+                 words=_raw_name, note=details(audits) if audits else ""),
         to_html(columns, frame, title, caption),
     )
     for path, text in zip((csv_path, tex_path, html_path), texts):

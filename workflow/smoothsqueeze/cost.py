@@ -17,8 +17,8 @@ import pandas as pd
 
 from .artifacts import atomic_path, read_json
 from .errors import PipelineError
-from .render import Column, latex_escape, to_csv, to_html, to_latex
-from .study import adversarial_name, coarse_kind, passes_per_iteration
+from .render import Column, latex_escape, tex_label, to_csv, to_html, to_latex, unique_labels
+from .study import adversarial_name, coarse_kind, legend_label, passes_per_iteration
 
 
 def read_benchmark(path: str | Path) -> dict[str, float]:
@@ -62,6 +62,8 @@ def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 "model": settings["model_id"],
+                "defense": legend_label(settings["config_entry"], settings.get("pixel_units", 1)),
+                "_defense_k": legend_label(settings["config_entry"], settings.get("pixel_units", 1), with_k=True),
                 "kind": kind_of(settings["config_entry"]),
                 "k": settings["k"],
                 **passes(settings, metrics),
@@ -77,6 +79,7 @@ def cost_table(models: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
+    frame["defense"] = unique_labels(list(frame["defense"]), list(frame.pop("_defense_k"))) if rows else []
     # Ratios use CPU time: on a shared machine wall time also counts other jobs' load.
     regularized = [r["train_loop_cpu_s_per_1k_iter"] for r in rows if r["kind"] in ("regularized", "natural")]
     base = statistics.median(regularized) if regularized else float("nan")
@@ -95,27 +98,33 @@ def _vs_natural(frame: pd.DataFrame, row: pd.Series, measure: str) -> float:
 
 
 COLUMNS = [
-    Column("model", "model", "Model", fmt="text"),
-    Column("kind", "training", "Training", fmt="text"),
-    Column("k", "k", "$k$", fmt="raw"),
+    Column("model", "model", fmt="text", in_tex=False),
+    Column("defense", "defense", "Defense", fmt="text"),
+    Column("kind", "training", "Training", fmt="text", in_tex=False),
+    Column("k", "k", "$k$", fmt="raw", in_tex=False),
     Column("train_job_s", "train job (s)", r"\shortstack{Train\\job (s)}", fmt="raw"),
-    Column("train_loop_s_per_1k_iter", "s / 1k iter.", r"\shortstack{s /\\1k it.}", fmt="raw"),
+    Column("train_loop_s_per_1k_iter", "s / 1k iter.", r"\shortstack{s /\\1k it.}", fmt="raw", in_tex=False),
     Column("train_loop_cpu_s_per_1k_iter", "CPU s / 1k iter.", r"\shortstack{CPU s\\/ 1k it.}", fmt="raw"),
-    Column("evaluate_job_s", "eval. job (s)", r"\shortstack{Eval.\\job (s)}", fmt="raw"),
-    Column("train_max_rss_mb", "max RSS (MB)", r"\shortstack{Max RSS\\(MB)}", fmt="raw"),
+    Column("evaluate_job_s", "eval. job (s)", r"\shortstack{Eval.\\job (s)}", fmt="raw", in_tex=False),
+    Column("train_max_rss_mb", "max RSS (MB)", r"\shortstack{Max RSS\\(MB)}", fmt="raw", in_tex=False),
     Column("cost_vs_regularized", "cost vs. regularized", r"\shortstack{Cost vs.\\reg.}", fmt="raw"),
     Column("passes_per_iteration", "passes / iter.", r"\shortstack{Passes\\/ it.}", fmt="raw"),
     Column("training_passes", "training passes", fmt="raw", in_tex=False),
     Column("check_passes", "robust-check passes", fmt="raw", in_tex=False),
-    Column("total_passes", "passes (training + checks)", r"\shortstack{Passes\\(all)}", fmt="raw"),
+    Column("total_passes", "passes (training + checks)", r"\shortstack{Passes\\(all)}", fmt="raw", in_tex=False),
     Column("passes_vs_natural", "passes vs. natural, same k", r"\shortstack{Passes vs.\\natural}", fmt="raw"),
     Column("cpu_s_vs_natural", "CPU s vs. natural, same k", r"\shortstack{CPU s vs.\\natural}", fmt="raw"),
-    Column("wall_s_vs_natural", "wall s vs. natural, same k", r"\shortstack{Wall s vs.\\natural}", fmt="raw"),
+    Column("wall_s_vs_natural", "wall s vs. natural, same k", r"\shortstack{Wall s vs.\\natural}", fmt="raw", in_tex=False),
 ]
 
 
+def _raw_defense(key: str, text: str) -> str:
+    """A text cell in LaTeX: the defense name is LaTeX already (`tex_label`)."""
+    return text if key == "defense" else latex_escape(text)
+
+
 def write_tables(frame: pd.DataFrame, study: str, csv_path: str | Path, tex_path: str | Path, html_path: str | Path | None = None) -> None:
-    """reports/<study>/tables/cost.{csv,tex[,html]}: the CSV holds the values as computed."""
+    """reports/<study>/tables/cost.{csv,tex[,html]}: the CSV holds the values as computed; the LaTeX the headline columns."""
     title = "Measured cost of every model"
     caption = (
         f"Study {study}: per-iteration training CPU time relative to the median regularized/natural model "
@@ -124,8 +133,11 @@ def write_tables(frame: pd.DataFrame, study: str, csv_path: str | Path, tex_path
         "training plus the robust checks), and passes and the training loop's CPU and wall seconds relative to the natural "
         "model of the same k ('--' where the study has none)."
     )
-    tex_caption = f"Measured cost of every model of the {latex_escape(study)} study (per-iteration training CPU time relative to the median regularized/natural model)."
-    texts = [(csv_path, to_csv(COLUMNS, frame)), (tex_path, to_latex(COLUMNS, frame, tex_caption, f"tab:{study}-cost", resize=True))]
+    tex_caption = (f"Measured cost of every model of the {latex_escape(study)} study. Training CPU seconds per 1000 iterations "
+                   "relative to the median regularized or natural model, and forward-backward passes relative to natural training.")
+    tex_frame = frame.assign(defense=[tex_label(d) for d in frame["defense"]]) if len(frame) else frame
+    texts = [(csv_path, to_csv(COLUMNS, frame)),
+             (tex_path, to_latex(COLUMNS, tex_frame, tex_caption, f"tab:{study}-cost", words=_raw_defense, note=caption))]
     if html_path is not None:
         texts.append((html_path, to_html(COLUMNS, frame, title, caption)))
     for path, text in texts:

@@ -112,9 +112,17 @@ def styles(models: list[str], entries: dict[str, dict[str, Any]]) -> dict[str, S
     return out
 
 
-#: Print sizes (inches): a column of a two-column paper and the full text width.
-COLUMN_WIDTH, FULL_WIDTH = 3.3, 6.75
-#: Matplotlib settings of every figure: 7-9 pt text at print size, TrueType (Type 42) fonts in PDF/PS.
+#: Print widths (inches) by default: ICLR's full text width (397pt = 5.5 in) and a half-width column
+#: (two figures side by side); a study's `analysis.figure_widths` sets others.
+DEFAULT_WIDTHS: dict[str, float] = {"full": 5.5, "column": 2.7}
+COLUMN_WIDTH, FULL_WIDTH = DEFAULT_WIDTHS["column"], DEFAULT_WIDTHS["full"]
+#: paper: the image holds axes, labels and a legend of model names only; the numbers, the paper's
+#: statement and the models chosen go to the caption file beside it. annotated: the same numbers
+#: are also drawn in the image (legends with accuracies, a footer), for reading the PNG alone.
+STYLES = ("paper", "annotated")
+#: The smallest text (pt) at print size anywhere in a figure.
+MIN_FONT_PT = 7.0
+#: Matplotlib settings of every figure: 7-8 pt text at print size, TrueType (Type 42) fonts in PDF/PS.
 RC: dict[str, Any] = {
     "pdf.fonttype": 42,
     "ps.fonttype": 42,
@@ -127,7 +135,7 @@ RC: dict[str, Any] = {
     "ytick.labelsize": 7,
     "legend.fontsize": 7,
     "legend.title_fontsize": 7,
-    "figure.titlesize": 9,
+    "figure.titlesize": 8,
     "lines.linewidth": 1.1,
     "lines.markersize": 4,
     "axes.linewidth": 0.6,
@@ -166,6 +174,13 @@ class StudyData:
     history: dict[str, list[dict[str, float]]]
     #: model -> {"pgd", "pgd_name", "pgd_n", "autoattack", "autoattack_n"} (None where not measured).
     measured: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: paper | annotated (see STYLES) and the print widths (inches) {"full", "column"}.
+    style: str = "paper"
+    widths: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WIDTHS))
+
+    @property
+    def annotated(self) -> bool:
+        return self.style == "annotated"
 
 
 def measured(record: dict[str, Any] | None, audit: dict[str, Any] | None) -> dict[str, Any]:
@@ -205,7 +220,12 @@ def load_study(spec: dict[str, Any]) -> StudyData:
             if rec is not None and rec.get("model_id", mid) != mid:
                 raise PipelineError(f"{path}: holds model {rec.get('model_id')!r}, expected {mid!r}")
         measures[mid] = measured(record, audit)
-    return StudyData(spec["study"], float(spec["eps"]), float(spec.get("pixel_units", 1)), entries, analysis, summary, history, measures)
+    style = spec.get("style", "paper")
+    if style not in STYLES:
+        raise PipelineError(f"figure style {style!r} is not one of {', '.join(STYLES)} (analysis.figure_style)")
+    widths = {**DEFAULT_WIDTHS, **(spec.get("widths") or {})}
+    return StudyData(spec["study"], float(spec["eps"]), float(spec.get("pixel_units", 1)), entries, analysis, summary, history, measures,
+                     style, widths)
 
 
 def models_from_files(
@@ -325,7 +345,7 @@ def _histograms(ax, data: StudyData, models: list[str], key: str, names: dict[st
         if outside[side]:
             ax.axvspan(min(edge, far), max(edge, far), color="0.88", linewidth=0, zorder=0)
             ax.text(0.0 if side == "under" else 1.0, 1.0, "◀ below range" if side == "under" else "above range ▶", transform=ax.transAxes,
-                    ha="left" if side == "under" else "right", va="bottom", fontsize=6, color="0.35")
+                    ha="left" if side == "under" else "right", va="bottom", fontsize=MIN_FONT_PT, color="0.35")
     left = float(b.inverse(t_lo - width)) if outside["under"] else lo
     right = float(b.inverse(t_hi + width)) if outside["over"] else hi
     ax.set_xlim(left, right)
@@ -451,6 +471,22 @@ def _fit_legends(fig) -> None:  # type: ignore[no-untyped-def]
             legend.set_ncols(1)
 
 
+#: Margin (inches) the saved PDF keeps around the drawn content.
+PAD_INCHES = 0.02
+
+
+def _fit_width(fig, width: float, tries: int = 4) -> None:  # type: ignore[no-untyped-def]
+    """Narrow the canvas until the drawn content (labels, legends sticking out included) plus the saved
+    margin is at most `width` inches: the PDF's page is never wider than its print width."""
+    for _ in range(tries):
+        fig.canvas.draw()
+        box = fig.get_tightbbox(fig.canvas.get_renderer())
+        excess = box.width + 2 * PAD_INCHES - width
+        if excess <= 0:
+            return
+        fig.set_figwidth(fig.get_figwidth() - excess - 0.01)
+
+
 def _legend_below(fig, handles: list[Any], ncol: int = 1, title: str | None = None):  # type: ignore[no-untyped-def]
     """A figure legend under the axes, clear of them: the saved (tight) figure grows to hold it; it covers no data."""
     return fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, _bottom(fig)), ncol=ncol, title=title)
@@ -465,11 +501,16 @@ def plot_eq4(fig, data: StudyData, models: list[str], names: dict[str, str], loo
         if key == "eps_l_all":
             ax.axvline(data.eps, color="0.3", linestyle=(0, (1, 1)), linewidth=1)
     shape = data.analysis[models[0]]["eps_l_all"].shape
-    title = (f"Eq. 4 over all wrong classes j ≠ y: {shape[1]} entries per test image, {shape[0]} images\n"
-             "robust accuracy: Eq. 4 predicted · measured white-box PGD · AutoAttack (AA)")
-    handles = [_proxy(looks[m], f"{names[m]}: {robust_text(data, m)}") for m in models]
-    handles.append(_proxy(Style("0.3", "", (0, (1, 1))), f"attack ε = {_num(data.eps, data.units)} (robust: correct, ε < ε_L of every j)"))
-    fig.legend(handles=handles, loc="outside upper center", ncol=2, title=title)
+    if data.annotated:
+        title = (f"Eq. 4 over all wrong classes j ≠ y: {shape[1]} entries per test image, {shape[0]} images\n"
+                 "robust accuracy: Eq. 4 predicted · measured white-box PGD · AutoAttack (AA)")
+        handles = [_proxy(looks[m], f"{names[m]}: {robust_text(data, m)}") for m in models]
+        handles.append(_proxy(Style("0.3", "", (0, (1, 1))), f"attack ε = {_num(data.eps, data.units)} (robust: correct, ε < ε_L of every j)"))
+        fig.legend(handles=handles, loc="outside upper center", ncol=2, title=title)
+        return
+    handles = [_proxy(looks[m], names[m]) for m in models]
+    handles.append(_proxy(Style("0.3", "", (0, (1, 1))), f"attack ε = {_num(data.eps, data.units)}"))
+    fig.legend(handles=handles, loc="outside upper center", ncol=3)
 
 
 def plot_single_hist(key: str, xlabel: str) -> Callable[..., None]:
@@ -501,15 +542,17 @@ def plot_features(fig, data: StudyData, models: list[str], names: dict[str, str]
                 markevery=_markevery(active.size, i, len(models)) if active.size else None, markersize=3.5)
         if active.size:  # where the curve ends, the inactive neurons begin (0 has no place on a log axis)
             ax.plot([active.size], [active[-1]], marker="|", markersize=8, color=st.color)
-        ax.plot([], [], color=st.color, linestyle=st.linestyle, marker=st.marker, markersize=3.5, label=f"{names[mid]}: {off}/{n} inactive")
+        ax.plot([], [], color=st.color, linestyle=st.linestyle, marker=st.marker, markersize=3.5,
+                label=f"{names[mid]}: {off}/{n} inactive" if data.annotated else names[mid])
     if n_total:
         x = n_total - round(PAPER_INACTIVE / PAPER_FEATURES * n_total)
         ax.axvline(x, color="0.5", linestyle=(0, (1, 1)), linewidth=0.8, label=f"paper: last ~{PAPER_INACTIVE}/{PAPER_FEATURES} inactive")
     ax.set_yscale("log")
     ax.set_xlim(0, n_total * 1.02 + 1)
-    ax.set_xlabel(f"penultimate neuron (of {n_total}), by activation sum")
+    ax.set_xlabel(f"neuron (of {n_total}), by activation sum")
     ax.set_ylabel("Σ |activation| over test set (log)")
-    _legend_below(fig, ax.get_legend_handles_labels()[0], title="a curve ends (|) where its inactive neurons\n(activation sum 0, off the log axis) begin")
+    title = "a curve ends (|) where its inactive neurons\n(activation sum 0, off the log axis) begin" if data.annotated else None
+    _legend_below(fig, ax.get_legend_handles_labels()[0], title=title)
 
 
 def plot_logit_sums(fig, data: StudyData, models: list[str], names: dict[str, str], looks: dict[str, Style]) -> None:  # type: ignore[no-untyped-def]
@@ -541,6 +584,7 @@ def plot_training(fig, data: StudyData, models: list[str], names: dict[str, str]
     if all(r.get("loss", 0) > 0 for m in models for r in data.history[m]):
         axes[0].set_yscale("log")
     _legend_below(fig, axes[0].get_legend_handles_labels()[0], ncol=3)
+    fig.get_layout_engine().set(w_pad=0.02, wspace=0.04)
 
 
 PLOTTERS: dict[str, Callable[..., None]] = {
@@ -551,16 +595,29 @@ PLOTTERS: dict[str, Callable[..., None]] = {
     "logit_sums": plot_logit_sums,
     "training": plot_training,
 }
-#: Print sizes (inches) of the plotting area: the Eq. 4 panels and training curves span the text width, the rest a
-#: column; legends below the axes and the footer add height (the saved figure is cropped to its content).
-SIZES: dict[str, tuple[float, float]] = {
-    "eq4": (FULL_WIDTH, 5.4),
-    "training": (FULL_WIDTH, 2.3),
-    "z_y": (COLUMN_WIDTH, 2.3),
-    "grad_norm": (COLUMN_WIDTH, 2.3),
-    "features": (COLUMN_WIDTH, 2.5),
-    "logit_sums": (COLUMN_WIDTH, 2.3),
+#: Which width each kind of figure spans: the Eq. 4 panels and training curves the full text width, the rest a
+#: column; and its plotting area's height as a share of that width (legends below the axes add height,
+#: and the saved figure is cropped to its content, never wider than its width).
+LAYOUT: dict[str, tuple[str, float]] = {
+    "eq4": ("full", 0.78),
+    "training": ("full", 0.36),
+    "z_y": ("column", 0.72),
+    "grad_norm": ("column", 0.72),
+    "features": ("column", 0.8),
+    "logit_sums": ("column", 0.72),
 }
+
+
+def size(what: str, widths: dict[str, float]) -> tuple[float, float]:
+    """(width, height) in inches of a figure of kind `what` at the study's print widths."""
+    which, ratio = LAYOUT.get(what, ("column", 0.9))
+    width = float(widths[which])
+    return width, width * ratio
+
+
+def width_of(name: str) -> str:
+    """full | column: the print width figure `name` is drawn for."""
+    return LAYOUT.get(FIGURES[name][1], ("column", 0.0))[0]
 
 
 def _note(fig, data: StudyData, name: str, selection: dict[str, list[str]], verdict: str | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -594,7 +651,7 @@ def draw(
     what = FIGURES[name][1]
     models = selection["models"]
     with matplotlib.rc_context(RC):
-        fig = plt.figure(figsize=SIZES.get(what, (COLUMN_WIDTH, 3.0)), layout="constrained")
+        fig = plt.figure(figsize=size(what, data.widths), layout="constrained")
         verdict = None
         if models:
             PLOTTERS[what](fig, data, models, labels(models, data.entries, data.units), styles(models, data.entries))
@@ -602,19 +659,102 @@ def draw(
         else:
             ax = fig.subplots()
             ax.axis("off")
-            ax.text(0.5, 0.5, "no eligible models in this study", ha="center", va="center", fontsize=9)
+            ax.text(0.5, 0.5, "no eligible models in this study", ha="center", va="center", fontsize=8)
         _fit_legends(fig)
-        _note(fig, data, name, selection, verdict)
+        if data.annotated:
+            _note(fig, data, name, selection, verdict)
+        _fit_width(fig, size(what, data.widths)[0])
         if inspect is not None:
             inspect(fig)
         paths = []
         for fmt in FORMATS:
             path = Path(out_dir) / f"{name}.{fmt}"
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight", pad_inches=0.03)
+                fig.savefig(tmp, format=fmt, dpi=200, bbox_inches="tight", pad_inches=PAD_INCHES)
             paths.append(path)
         plt.close(fig)
     return paths
+
+
+# ---------------------------------------------------------------- captions and the selection record
+
+
+#: Unicode of the captions and its LaTeX (after latex_escape).
+_TEX_SYMBOLS = {"α": r"$\alpha$", "β": r"$\beta$", "σ": r"$\sigma$", "ε": r"$\epsilon$", "·": r"$\cdot$", "≠": r"$\neq$",
+                "‖": r"$\|$", "∇": r"$\nabla$", "−": "-", "₁": r"$_1$", "×": r"$\times$", "∞": r"$\infty$"}
+
+
+def caption_text(name: str, data: StudyData, selection: dict[str, list[str]], shown_models: list[str]) -> str:
+    """The caption of figure `name` in plain text: paper figure, study, the models chosen (parameters and
+    ids), the roles the study lacks, the numbers the paper style leaves out of the image, the verdict."""
+    paper, what, _roles = FIGURES[name]
+    models = selection["models"]
+    parts = [f"{paper or 'Training curves (not a figure of the paper)'}, study {data.study}, "
+             f"L∞ attacks at ε = {_num(data.eps, data.units)}."]
+    parts.append("Models shown: " + ("; ".join(shown_models) if shown_models else "none (no eligible model in this study)") + ".")
+    if selection["missing"]:
+        parts.append("Not in this study: " + "; ".join(selection["missing"]) + ".")
+    names = labels(models, data.entries, data.units) if models else {}
+    if what == "eq4" and models:
+        parts.append("Robust accuracy, Eq. 4 predicted · measured white-box PGD · AutoAttack (AA): "
+                     + "; ".join(f"{names[m]}: {robust_text(data, m)}" for m in models) + ".")
+        shape = data.analysis[models[0]]["eps_l_all"].shape
+        parts.append(f"Histograms over all wrong classes j ≠ y ({shape[1]} per test image, {shape[0]} images); "
+                     "dotted line: the attack ε (robust: correct, ε < ε_L of every j).")
+    if what == "features" and models:
+        parts.append("Inactive penultimate neurons (activation sum 0; a curve ends where they begin): "
+                     + "; ".join(f"{names[m]} {inactive(data, m)[0]}/{inactive(data, m)[1]}" for m in models) + ".")
+    verdict = VERDICTS[name](data, models) if name in VERDICTS and models else None
+    if verdict:
+        parts.append(verdict)
+    return " ".join(parts)
+
+
+def caption_tex(text: str) -> str:
+    """A plain caption in LaTeX: escaped, its Greek and symbols in math mode."""
+    from .render import latex_escape
+
+    out = latex_escape(text).replace("L∞", r"$L_\infty$")
+    for char, tex in _TEX_SYMBOLS.items():
+        out = out.replace(char, tex)
+    return out.replace("ε_L", r"$\epsilon_L$").replace(r"$\epsilon$\_L", r"$\epsilon_L$")
+
+
+def write_captions(name: str, data: StudyData, selection: dict[str, list[str]], shown_models: list[str], out_dir: str | Path) -> list[Path]:
+    """<name>.caption.txt (plain) and <name>.caption.tex (for \\caption{...}) beside the figure."""
+    text = caption_text(name, data, selection, shown_models)
+    paths = []
+    for ext, body in (("caption.txt", text), ("caption.tex", caption_tex(text))):
+        path = Path(out_dir) / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            tmp.write_text(body + "\n")
+        paths.append(path)
+    return paths
+
+
+SELECTION_FILE = "selection.json"
+
+
+def record_selection(selection: dict[str, dict[str, list[str]]], texts: dict[str, list[str]], out_dir: str | Path) -> list[str]:
+    """Write <out_dir>/selection.json (per figure: the model ids chosen, with parameters, and the roles
+    missing) and return one line per figure whose models differ from the previous build's record."""
+    import json
+
+    path = Path(out_dir) / SELECTION_FILE
+    record = {name: {"models": sel["models"], "shown": texts.get(name, []), "missing": sel["missing"]} for name, sel in selection.items()}
+    changes = []
+    if path.exists():
+        try:
+            before = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            before = {}
+        for name, now in record.items():
+            was = (before.get(name) or {}).get("models")
+            if was is not None and was != now["models"]:
+                changes.append(f"{name}: models changed from the previous build: {', '.join(was) or 'none'} -> {', '.join(now['models']) or 'none'}")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    return changes
 
 
 def run(spec: dict[str, Any], out_dir: str | Path, workers: int = 1) -> list[Path]:
@@ -635,13 +775,16 @@ def run(spec: dict[str, Any], out_dir: str | Path, workers: int = 1) -> list[Pat
             _FORKED.clear()
     else:
         drawn = [draw(name, data, selection[name], out_dir) for name in names]
+    texts = shown(data.entries, data.units)
     paths = []
     for name, written in zip(names, drawn):
-        paths += written
+        paths += written + write_captions(name, data, selection[name], texts[name], out_dir)
         print(f"{name}: {', '.join(selection[name]['models']) or 'no models'}" + (f" (missing: {'; '.join(selection[name]['missing'])})" if selection[name]["missing"] else ""), flush=True)
         verdict = VERDICTS[name](data, selection[name]["models"]) if name in VERDICTS and selection[name]["models"] else None
         if verdict:
             print(f"{name}: {verdict}", flush=True)
+    for line in record_selection(selection, texts, out_dir):
+        print(f"note: {line}", flush=True)
     return paths
 
 

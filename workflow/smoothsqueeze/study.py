@@ -45,7 +45,7 @@ CODE_VERSION = "2"
 #: until their folders are deleted), so it moves only when training itself changes.
 TRAIN_CODE_VERSION = "2"
 ANALYSIS_VERSION = "2"  # 2: Eq. 4 over every wrong class (eps_l_all ...), prediction by the nearest class
-FIGURES_VERSION = "3"  # 3: print sizes, TrueType fonts, one style per model kind, log/symlog bins, PGD/AA in legends
+FIGURES_VERSION = "4"  # 4: paper style (numbers in caption files), ICLR widths, selection.json; 3: print sizes, TrueType fonts, one style per model kind
 AUDIT_VERSION = "audit2"  # 2: per-image results, claim and strongest attack on the same images, three-way flags
 TABLES_VERSION = "tables4"  # 4: one renderer, \label on every table, shrink-to-width boxes, math-mode notation
 CLAIMS_VERSION = "claims2"  # the claims ledger (smoothsqueeze.claims): bump when a rule changes (2: C21 and the overview name the frontier)
@@ -512,6 +512,8 @@ FIGURES: dict[str, tuple[str, str, tuple[Role, ...]]] = {
     "training_curves": ("", "training", ()),
 }
 FIGURE_FORMATS = ("png", "pdf")
+#: The caption files written beside each figure (plain text, and LaTeX for \caption{...}).
+CAPTION_FORMATS = ("caption.txt", "caption.tex")
 
 
 def _rank(role: Role, index: int, entry: Mapping[str, Any], units: float) -> tuple[float, ...]:
@@ -887,7 +889,10 @@ class Plan:
     def figures_spec(self, study: str) -> dict[str, Any]:
         """What the figures job is told besides its input files (one per model, in grid order)."""
         st = self.study(study)
-        return {"study": study, "eps": st["attack"]["eps"], "pixel_units": st.get("pixel_units", 1)}
+        analysis = st.get("analysis") or {}
+        widths = {"full": 5.5, "column": 2.7, **(analysis.get("figure_widths") or {})}
+        return {"study": study, "eps": st["attack"]["eps"], "pixel_units": st.get("pixel_units", 1),
+                "style": analysis.get("figure_style", "paper"), "widths": widths}
 
     def figure_inputs(self, study: str) -> dict[str, list[str]]:
         """The figures job's input files, one list per kind, each in grid order: the first seed of every grid entry."""

@@ -41,7 +41,7 @@ STUDY_TABLES = {
     "blackbox": "Black-box accuracy of every model (layout of the paper's Tables 4 and 7)",
     "eq4": (
         "FGSM accuracy vs the accuracy Eq. 4 predicts, natural and adversarial training (layout of the paper's Table 1); "
-        "Eq. 4 predicted: correct and eps below eps_L of every wrong class, top class: of the largest wrong logit only"
+        "Eq. 4 predicted: correct and ε below ε_L of every wrong class, top class: of the largest wrong logit only"
     ),
 }
 #: Row marks (the `note` column): never a robustness number without them.
@@ -51,9 +51,6 @@ OVERFITTED = "catastrophic overfitting"
 SOURCE = "black-box source (its black-box numbers are white-box)"
 #: A reproduced model this many points of test accuracy below the paper's row is marked.
 FAR_BELOW = 20.0
-#: LaTeX tables with more columns than this are scaled down to the text width when wider (the
-#: MNIST black-box table, 9 columns, is 0.8pt wider than ICLR's 397pt text).
-WIDE = 8
 
 
 # ---------------------------------------------------------------- rows
@@ -175,7 +172,7 @@ def attack_label(name: str) -> str:
 
 
 def metric_label(key: str) -> str:
-    for prefix, word in (("whitebox_", "white-box "), ("blackbox_", "black-box ")):
+    for prefix, word in (("whitebox_", "White-box "), ("blackbox_", "Black-box ")):
         if key.startswith(prefix):
             return word + attack_label(key[len(prefix):])
     return {"predicted_eq4": "Eq. 4 predicted", "predicted_eq4_top": "Eq. 4 top class"}.get(key, attack_label(key) if "_" in key else key)
@@ -434,35 +431,49 @@ def eps_text(spec: dict[str, Any]) -> str:
     return study.units_text(spec["eps"], spec.get("pixel_units", 1))
 
 
-def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:
-    """What a table shows under which settings: the caption of its LaTeX (tex=True) and HTML."""
+def quoted(text: str, tex: bool) -> str:
+    """`text` in quotes: LaTeX's ``...'' or plain '...'."""
+    return f"``{text}''" if tex else f"'{text}'"
+
+
+def headline_text(spec: dict[str, Any], tex: bool = False) -> str:
+    """The sentence every table caption carries: study, threat model and unit, e.g.
+    'Study mnist (mnist), $L_\\infty$ attacks at $\\epsilon = 0.3$; accuracies in \\%.'"""
     esc = latex_escape if tex else str
-    eps, sigma, pct = (r"$\epsilon$", r"$\sigma$", r"\%") if tex else ("eps", "sigma", "%")
+    if tex:
+        return rf"Study {esc(spec['study'])} ({esc(spec['dataset'])}), $L_\infty$ attacks at $\epsilon = {eps_text(spec)}$; accuracies in \%."
+    return f"Study {spec['study']} ({spec['dataset']}), L∞ attacks at ε = {eps_text(spec)}; accuracies in %."
+
+
+def settings_text(name: str, spec: dict[str, Any], tex: bool = False) -> str:
+    """What a table shows under which settings beyond the headline: the note after its LaTeX and the HTML caption."""
+    esc = latex_escape if tex else str
+    eps, sigma, pct = (r"$\epsilon$", r"$\sigma$", r"\%") if tex else ("ε", "σ", "%")
     units = spec.get("pixel_units", 1)
-    text = f"Study {esc(spec['study'])} ({esc(spec['dataset'])}), L-inf {eps} = {eps_text(spec)}; accuracies in {pct}"
+    parts = []
     if units != 1:
-        text += f"; {sigma} and {eps} in units of 1/{units:g}"
+        parts.append(f"{sigma} and {eps} in units of 1/{units:g}")
     if name in ("accuracy", "blackbox", "table5", "table7"):
-        text += f"; black-box sets crafted on {esc(spec['blackbox_source'])}"
+        parts.append(f"black-box sets crafted on {esc(spec['blackbox_source'])}")
     if spec.get("squeeze_norm"):
         norm = spec["squeeze_norm"]
-        term = r"$\beta \|z\|$" if tex else "beta ||z||"
-        text += f"; logit squeezing {term} normalised as {esc(norm)} ({esc(SQUEEZE_WORDS.get(norm, norm))})"
+        term = r"$\beta \|z\|$" if tex else "β‖z‖"
+        parts.append(f"logit squeezing {term} normalised as {esc(norm)} ({esc(SQUEEZE_WORDS.get(norm, norm))})")
     if spec.get("lr_milestones"):
-        text += "; learning-rate drops at " + "/".join(f"{100 * m:g}{pct}" for m in spec["lr_milestones"]) + " of k (Madry's 40k/60k of 80k, scaled with k: an assumption for other k)"
+        parts.append("learning-rate drops at " + "/".join(f"{100 * m:g}{pct}" for m in spec["lr_milestones"]) + " of k (Madry's 40k/60k of 80k, scaled with k: an assumption for other k)")
     schedule = spec.get("lr_schedule") or {}
     if schedule.get("name") == "cyclic":
-        text += f"; cyclic learning rate (Wong et al.): 0 to {schedule['lr']:g} at {100 * schedule['peak']:g}{pct} of k, then down to 0"
+        parts.append(f"cyclic learning rate (Wong et al.): 0 to {schedule['lr']:g} at {100 * schedule['peak']:g}{pct} of k, then down to 0")
     if "noise_clip" in spec:
-        text += "; noisy training images " + ("clipped to [0, 1]" if spec["noise_clip"] else "not clipped to [0, 1] (the paper does not say)")
+        parts.append("noisy training images " + ("clipped to [0, 1]" if spec["noise_clip"] else "not clipped to [0, 1] (the paper does not say)"))
     if name in ("accuracy", "whitebox", "blackbox", "eq4") or name in paper.PAPER_TABLES:
-        text += f"; rows marked '{COLLAPSED}' failed to train (training accuracy below twice chance): not robustness results"
+        parts.append(f"rows marked {quoted(COLLAPSED, tex)} failed to train (training accuracy below twice chance): not robustness results")
     if name in paper.PAPER_TABLES:
-        text += "; paper rows without a model in the study's grid are left out; difference = ours - paper"
+        parts.append("paper rows without a model in the study's grid are left out; difference = ours - paper")
         if spec["dataset"] in paper.PAPER_STAND_INS:
-            text += (f"; {esc(spec['dataset'])} stands in for the paper's {esc(paper.PAPER_STAND_INS[spec['dataset']])}: rows are matched on "
-                     f"alpha, beta, {sigma} whatever k (ours train for far fewer iterations on fewer images; see each row's note)")
-    return text + "."
+            parts.append(f"{esc(spec['dataset'])} stands in for the paper's {esc(paper.PAPER_STAND_INS[spec['dataset']])}: rows are matched on "
+                         f"alpha, beta, {sigma} whatever k (ours train for far fewer iterations on fewer images; see each row's note)")
+    return "; ".join(parts)[:1].upper() + "; ".join(parts)[1:] + "." if parts else ""
 
 
 #: Plain words for each logit-squeeze normalisation (losses.SQUEEZE_NORMS), for captions.
@@ -474,25 +485,35 @@ SQUEEZE_WORDS = {
 
 
 def write_table(
-    columns: list[Column], frame: pd.DataFrame, name: str, title: str, spec: dict[str, Any], paths: Sequence[str | Path], resize: bool = False
+    columns: list[Column], frame: pd.DataFrame, name: str, title: str, spec: dict[str, Any], paths: Sequence[str | Path]
 ) -> None:
-    """Write the CSV, LaTeX and HTML versions of one table."""
+    """Write the CSV, LaTeX and HTML versions of one table.
+
+    The LaTeX caption is two sentences (what the table shows; study, threat model, unit); the
+    settings and the noise floor follow the float as a note (comment lines), and lead the HTML caption.
+    """
     label = f"tab:{spec['study']}-{name}"
-    caption = f"{latex_escape(title)}. {settings_text(name, spec, tex=True)}"
+    short, _, rest = title.partition("; ")
+    caption = f"{latex_escape(short)}. {headline_text(spec, tex=True)}"
     extra = adversarial_text(frame)
-    if extra:
-        caption = caption[:-1] + extra + "."
     noise = noise_text(columns, frame)
-    caption += " " + noise.replace("±", r"$\pm$").replace("%", r"\%") if noise else ""
-    tex_columns = [c for c in columns if c.in_tex]
+    details = " ".join(t for t in ((rest[:1].upper() + rest[1:] + ".") if rest else "", settings_text(name, spec), extra_plain(extra), noise) if t)
     texts = (
         to_csv(columns, frame),
-        to_latex(columns, frame, caption, label, tex_words, COMMENT, resize=resize or len(tex_columns) > WIDE),
-        to_html(columns, frame, title, settings_text(name, spec) + (" " + noise if noise else ""), html_words),
+        to_latex(columns, frame, caption, label, tex_words, COMMENT, note=details),
+        to_html(columns, frame, title, headline_text(spec) + (" " + details if details else ""), html_words),
     )
     for path, text in zip(paths, texts):
         with atomic_path(path) as tmp:
             tmp.write_text(text)
+
+
+def extra_plain(extra: str) -> str:
+    """`adversarial_text`'s words without LaTeX markup, as a sentence."""
+    if not extra:
+        return ""
+    text = extra.lstrip("; ").replace(r"adv.\ ", "adv. ").replace(r"$\epsilon = ", "ε = ").replace("$", "")
+    return text[:1].upper() + text[1:] + "."
 
 
 COMMENT = "Generated by smoothsqueeze.tables from the evaluation records; do not edit by hand."
@@ -508,8 +529,8 @@ def write_study_table(name: str, spec: dict[str, Any], row_paths: Iterable[str |
 def write_comparison_table(
     name: str, spec: dict[str, Any], row_paths: Iterable[str | Path], paper_csv: str | Path | None, paths: Sequence[str | Path]
 ) -> None:
-    """tables/paper_<name>.{csv,tex,html}: ours vs the paper (wide by nature: scaled to the text width in LaTeX)."""
+    """tables/paper_<name>.{csv,tex,html}: ours vs the paper (wide by nature: set in panels in LaTeX)."""
     paper_rows = paper.load(name, spec["dataset"], paper_csv)
     columns, frame = comparison_frame(name, paper_rows, read_rows(row_paths), spec)
-    write_table(columns, frame, name, f"Reproduced vs the paper's {paper.PAPER_TABLES[name].title}", spec, paths, resize=True)
+    write_table(columns, frame, name, f"Reproduced vs the paper's {paper.PAPER_TABLES[name].title}", spec, paths)
     print(f"{paths[0]}: {len(frame)} rows")

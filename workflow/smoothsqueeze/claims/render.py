@@ -33,7 +33,7 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[base.Column]) ->
 #: rules are in claims.md, .csv and .html.
 STUDY_COLUMNS = [
     base.Column("id", "Claim", fmt="text"),
-    base.Column("title", "Claim (short)", "Claim", fmt="text", tex_width="0.44\\linewidth"),
+    base.Column("title", "Claim (short)", "Claim", fmt="text", tex_width="0.4\\linewidth"),
     base.Column("where", "Where in the paper", "Where", fmt="text", in_tex=True, tex_width="0.2\\linewidth"),
     base.Column("shown", "Verdict", fmt="text", tex_width="0.2\\linewidth"),
     base.Column("measured", "Measured (noise floor)", fmt="text", in_tex=False),
@@ -89,6 +89,17 @@ def brief_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
     return "\n".join(lines)
 
 
+_GREEK_WORDS = {"eps\\_L": r"$\epsilon_L$", "alpha": r"$\alpha$", "beta": r"$\beta$", "sigma": r"$\sigma$", "eps": r"$\epsilon$"}
+
+
+def tex_words(key: str, text: str) -> str:
+    """A ledger cell in LaTeX: escaped, the parameters' names as the tables write them ($\\alpha$, $\\epsilon$)."""
+    import re
+
+    escaped = base.latex_escape(text).replace(" > ", " $>$ ").replace(" < ", " $<$ ")
+    return re.sub(r"\b(eps\\_L|alpha|beta|sigma|eps)\b", lambda m: _GREEK_WORDS[m[1]], escaped)
+
+
 def write_study(rows: Sequence[Mapping[str, Any]], study: str, outputs: Mapping[str, str | Path | None]) -> None:
     """reports/<study>/claims.{csv,md,tex,html} (those of `outputs` given)."""
     from .ledger import FIELDS
@@ -104,7 +115,7 @@ def write_study(rows: Sequence[Mapping[str, Any]], study: str, outputs: Mapping[
     _write(outputs.get("csv"), base.to_csv(csv_columns, frame))
     _write(outputs.get("md"), study_markdown(rows, study))
     html_columns = [c for c in STUDY_COLUMNS if c.key != "where"]
-    _write(outputs.get("tex"), base.to_latex(STUDY_COLUMNS, _frame(rows, STUDY_COLUMNS), tex_caption, f"tab:{study}-claims", resize=True))
+    _write(outputs.get("tex"), base.to_latex(STUDY_COLUMNS, _frame(rows, STUDY_COLUMNS), tex_caption, f"tab:{study}-claims", tex_words))
     _write(outputs.get("html"), base.to_html(html_columns, _frame(rows, html_columns), title, caption))
 
 
