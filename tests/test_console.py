@@ -48,7 +48,7 @@ def test_a_target_no_rule_makes_names_the_studies_and_files_there_are() -> None:
     assert text is not None
     head, *rest = text.splitlines()
     assert head == "error: no study, rule or file 'digitz' in this workflow (did you mean 'digits'?)"
-    assert "digits (the default), fashion, mnist, cifar10" in rest[0]
+    assert "digits (the default), fashion, mnist5k, mnist, cifar10" in rest[0]
     assert "reports/digits/report.html" in rest[1] and "results/digits/models/natural_k1500/model.pt" in rest[1]
     assert all(not line.startswith("error: ") for line in rest)
 
