@@ -36,6 +36,7 @@ def test_the_installed_file_is_the_checked_one() -> None:
     assert hashlib.sha256(path.read_bytes()).hexdigest() == MNIST5K_SHA256
 
 
+@pytest.mark.slow
 def test_loader_on_the_real_file(prepared: Path) -> None:
     ds = load_dataset(prepared)
     assert ds.x_train.shape == (4000, 1, 28, 28) and ds.x_test.shape == (1000, 1, 28, 28)
@@ -63,6 +64,7 @@ def test_split_is_deterministic_disjoint_and_complete() -> None:
     assert np.array_equal(x_test, images[te1]) and np.array_equal(y_train, labels[tr1])
 
 
+@pytest.mark.slow
 def test_prepared_file_is_identical_twice(prepared: Path, tmp_path: Path) -> None:
     again = tmp_path / "mnist5k.npz"
     prepare("mnist5k", again)

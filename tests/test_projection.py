@@ -38,14 +38,14 @@ def fake_timings(study: str, kinds: dict[str, float], architecture: str = "madry
 
 def test_train_kinds_of_the_digits_grid(config: dict) -> None:
     reps = projection.representatives(config, "digits")
-    assert set(reps) == {"natural", "regularized", "pgd10", "pgd2"}
+    assert set(reps) == {"natural", "regularized", "pgd10", "pgd2", "fgsm_rs"}
     assert reps["pgd10"]["adversarial"]["steps"] == 10 and reps["natural"]["k"] == 1500
     assert projection.train_kind({"alpha": 0, "beta": 0, "sigma01": 0.3}) == "regularized"
 
 
 def test_measured_timings_are_positive_and_cover_every_kind(digits_timings: Timings) -> None:
     t = digits_timings
-    assert set(t.train_step_s) == {"natural", "regularized", "pgd10", "pgd2"}
+    assert set(t.train_step_s) == {"natural", "regularized", "pgd10", "pgd2", "fgsm_rs"}
     assert all(v > 0 and math.isfinite(v) for v in t.train_step_s.values())
     assert set(t.grad_s) == {"xent", "cw"} and all(v > 0 for v in t.grad_s.values())
     assert t.forward_s > 0 and t.device == "cpu" and t.attack_batch == 8 and t.timed_steps == 1
@@ -61,7 +61,7 @@ def test_measure_refuses_a_cpu_clock_on_a_gpu_and_bad_counts(config: dict) -> No
 
 
 def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
-    kinds = {"natural": 0.01, "regularized": 0.012, "pgd10": 0.1, "pgd2": 0.03}
+    kinds = {"natural": 0.01, "regularized": 0.012, "pgd10": 0.1, "pgd2": 0.03, "fgsm_rs": 0.02}
     t = fake_timings("digits", kinds)
     rows = projection.project(config, "digits", t)
     ids = model_ids(config, "digits")
@@ -76,8 +76,8 @@ def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
     whitebox = 360 * (40 * 1e-3 + 1e-4) + 360 * (40 * 2e-3 + 1e-4) + 360 * (1e-3 + 1e-4) + 360 * (2e-3 + 1e-4)
     assert nat["evaluate_s"] == pytest.approx((1437 + 360) * 1e-4 + whitebox + 2 * 360 * 1e-4)
     assert by_model["blackbox:pgd40_cw"]["craft_s"] == pytest.approx(360 * (40 * 2e-3 + 1e-4))
-    adv = by_model["pgd10-eps0.2-step0.05_k1000"]
-    assert adv["train_s"] == pytest.approx(1000 * 0.1 + (1437 + 360) * 1e-4) and adv["kind"] == "pgd10"
+    adv = by_model["pgd10-eps0.2-step0.05_k700"]
+    assert adv["train_s"] == pytest.approx(700 * 0.1 + (1437 + 360) * 1e-4) and adv["kind"] == "pgd10"
     for row in rows:
         parts = [row[f"{s}_s"] or 0.0 for s in projection.STAGES] + [row["craft_s"] or 0.0]
         assert row["total_s"] == pytest.approx(sum(parts)) and row["device_hours"] == pytest.approx(row["total_s"] / 3600)
@@ -88,23 +88,23 @@ def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
     assert by_model["blackbox:fgsm_cw"]["craft_blackbox_runtime_min"] == projection.MINIMUM_MIN
     line = projection.summary_line(rows, t)
     assert line.startswith("projection digits on test CPU:") and f"device-hours for {len(ids)} models" in line
-    assert "largest model pgd10-eps0.2-step0.05_k1000" in line
+    assert "largest model pgd10-eps0.2-step0.05_k700" in line
 
 
 def test_paper_studies_project_every_table_row(config: dict) -> None:
-    mnist = projection.project(config, "mnist", fake_timings("mnist", {"natural": 0.01, "regularized": 0.01, "pgd40": 0.4, "pgd2": 0.03}))
+    mnist = projection.project(config, "mnist", fake_timings("mnist", {"natural": 0.01, "regularized": 0.01, "pgd40": 0.4, "pgd2": 0.03, "fgsm_rs": 0.02, "nfgsm": 0.02}))
     models = [r for r in mnist if r["kind"] not in ("", projection.CRAFT)]
     assert len(models) == len(model_ids(config, "mnist"))
     k2m = [r for r in models if r["k"] == 2000000]
     assert len(k2m) == 2 and all(r["train_s"] > 10000 for r in k2m)
-    cifar = projection.project(config, "cifar10", fake_timings("cifar10", {"natural": 0.1, "regularized": 0.1, "pgd7": 0.8, "pgd2": 0.3}, "wide_resnet"))
+    cifar = projection.project(config, "cifar10", fake_timings("cifar10", {"natural": 0.1, "regularized": 0.1, "pgd7": 0.8, "pgd2": 0.3, "fgsm_rs": 0.2, "nfgsm": 0.2}, "wide_resnet"))
     by_model = {r["model"]: r for r in cifar}
     assert by_model["pgd7-eps8-step2_k80000"]["train_s"] > 7 * by_model["natural_k80000"]["train_s"]
     # the audit runs on cifar10's first 1000 images, evaluation on all 10,000
     assert by_model["natural_k80000"]["audit_s"] == pytest.approx(
         projection.audit_seconds(projection._counts(config, "cifar10")["audit"], 1000, fake_timings("c", {}, "wide_resnet")))
     with pytest.raises(PipelineError, match="pgd7"):
-        projection.project(config, "cifar10", fake_timings("cifar10", {"natural": 0.1, "regularized": 0.1, "pgd2": 0.3}))
+        projection.project(config, "cifar10", fake_timings("cifar10", {"natural": 0.1, "regularized": 0.1, "pgd2": 0.3, "fgsm_rs": 0.2, "nfgsm": 0.2}))
 
 
 def test_job_runtime_has_a_margin_an_overhead_and_a_floor() -> None:
@@ -121,7 +121,7 @@ def test_job_runtime_has_a_margin_an_overhead_and_a_floor() -> None:
 
 
 def test_written_projection_gives_each_job_its_runtime(config: dict, tmp_path: Path) -> None:
-    t = fake_timings("digits", {"natural": 0.5, "regularized": 0.5, "pgd10": 10.0, "pgd2": 1.5})
+    t = fake_timings("digits", {"natural": 0.5, "regularized": 0.5, "pgd10": 10.0, "pgd2": 1.5, "fgsm_rs": 1.0})
     rows = projection.project(config, "digits", t)
     out = tmp_path / "sub" / "projection.csv"
     text = projection.write_projection(rows, out, t)
@@ -130,8 +130,8 @@ def test_written_projection_gives_each_job_its_runtime(config: dict, tmp_path: P
         written = list(csv.DictReader(handle))
     assert list(written[0]) == list(projection.COLUMNS) and len(written) == len(rows)
     assert float(written[-1]["device_hours"]) == pytest.approx(rows[-1]["device_hours"], abs=0.05)  # written to 0.1 h
-    adv = "pgd10-eps0.2-step0.05_k1000"
-    expected = projection.job_runtime_minutes(1000 * 10.0 + 1797 * 1e-4)
+    adv = "pgd10-eps0.2-step0.05_k700"
+    expected = projection.job_runtime_minutes(700 * 10.0 + 1797 * 1e-4)
     assert projection.runtime_minutes(out, adv, "train") == expected > 120  # longer than the Slurm profile's default
     assert projection.runtime_minutes(out, "natural_k1500", "audit") >= projection.MINIMUM_MIN
     assert projection.runtime_minutes(out, "blackbox:pgd40_cw", "craft_blackbox") == projection.MINIMUM_MIN

@@ -93,7 +93,7 @@ def write(points: Sequence[Point], study: str, natural: str, csv_path: str | Pat
         caption = (f"Robustness per training cost, study {latex_escape(study)}: accuracy (\\%) under the audit's per-image strongest "
                    f"attack on {facts['images']} images (mean $\\pm$ sd over seeds) against training cost relative to the natural "
                    f"model {latex_escape(natural)} (forward-backward passes; CPU seconds beside it). $\\bullet$: on the Pareto frontier.")
-        _put(tex_path, to_latex(COLUMNS, data, caption, f"tab:{study}-frontier", words=tex_words, resize=True))
+        _put(tex_path, to_latex(COLUMNS, data, caption, f"tab:{study}-frontier", words=tex_words))
     if html_path:
         _put(html_path, to_html(COLUMNS, data, f"Robustness per training cost: study {study}", text))
 
