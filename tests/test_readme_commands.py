@@ -164,6 +164,8 @@ RULES: list[tuple[str, How]] = [
      How("a stage by hand: --dry-run prints its job's command (study, model and files resolved)", append("--dry-run"))),
     (r"^python -m smoothsqueeze project\b", How("times real steps of every kind of job: one of each (--steps 1 --warmup 1, small batches)",
                                                 append("--steps", "1", "--warmup", "1", "--attack-batch", "8", "--train-batch", "4"))),
+    (r"^(nice -n \d+ )?python benchmarks/calibrate_mnist5k\.py\b",
+     How("trains models for an hour or more: --quick (k 20, 50 images) checks its options and that it runs", append("--quick"))),
     (r"", How("as typed")),
 ]
 #: A `$ ` line whose comment says how the config differs from the shipped one: that edit, in the copy.
