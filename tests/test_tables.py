@@ -333,7 +333,8 @@ def test_study_builds_tables_and_report(tiny_study: Path) -> None:
     assert accuracy["model"].tolist() == ["natural_k40", "noise0.3_k40", "ls0.9_k40", "sq0.5_noise0.3_k40", "pgd3-eps0.2-step0.1_k30"]
     tiny = config["studies"]["tiny"]
     attacks = [f"whitebox_{a['name']}" for a in tiny["attack"]["whitebox"]] + [f"blackbox_{a['name']}" for a in tiny["blackbox"]["attacks"]]
-    assert accuracy.columns.tolist() == ["model", "defense", "alpha", "beta", "sigma", "k", "train", "test", *attacks, "note"]
+    stats = [f"{m}{part}" for m in ("train", "test", *attacks) for part in ("", "_sd", "_lo", "_hi")]  # mean, seed sd, Wilson 95%
+    assert accuracy.columns.tolist() == ["model", "defense", "alpha", "beta", "sigma", "k", "seeds", *stats, "note"]
     # the black-box source's own black-box numbers are white-box: its row says so, no other row carries a mark
     source = tiny["blackbox"]["source"]
     notes = dict(zip(accuracy["model"], accuracy["note"].fillna("")))
@@ -364,7 +365,9 @@ def test_study_builds_tables_and_report(tiny_study: Path) -> None:
         rst = (ROOT / "workflow/report/figures" / f"{png.stem}.rst").read_text()
         expected[png.name] = rst.split(":", 1)[0].replace("{{ snakemake.wildcards.study }}", "tiny")  # its first clause
     assert {"accuracy.html", "eq4.tex", "audit.csv", "cost.csv", "cost.html", "cost.tex", "fig1_eq4_adversarial.png", "training_curves.png"} <= set(expected)
-    by_file = {Path(path).name: (path, entry) for path, entry in results.items()}
+    # the study's ledger and frontier sit beside the tables and figures (their own tests check their captions)
+    assert {"claims.html", "frontier.html", "frontier.png"} <= {Path(path).name for path in results}
+    by_file = {Path(path).name: (path, entry) for path, entry in results.items() if Path(path).parent.name in ("tables", "figures")}
     assert sorted(by_file) == sorted(expected), set(by_file) ^ set(expected)
     for name, opening in expected.items():
         path, entry = by_file[name]
