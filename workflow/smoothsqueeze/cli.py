@@ -453,17 +453,23 @@ def _claims_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{ext}", default=None, help=f"write the ledger as {ext}")
 
 
-def _claims(args: argparse.Namespace) -> None:
-    from .claims import inputs, ledger, render
-
+def _study_spec(args: argparse.Namespace, plan_method: str) -> dict:
+    """--spec, or the study's spec resolved from --configfile by Plan.<plan_method>; it must be of --study."""
     spec = args.spec
     if spec is None:
         from .config import load_config
         from .study import Plan
 
-        spec = Plan(load_config(args.configfile)).claims_spec(args.study)
+        spec = getattr(Plan(load_config(args.configfile)), plan_method)(args.study)
     if spec["study"] != args.study:
         raise PipelineError(f"--spec is of study {spec['study']!r}, --study says {args.study!r}")
+    return spec
+
+
+def _claims(args: argparse.Namespace) -> None:
+    from .claims import inputs, ledger, render
+
+    spec = _study_spec(args, "claims_spec")
     outputs = {ext: getattr(args, ext) for ext in ("csv", "md", "tex", "html")}
     if args.print:
         rows = ledger.evaluate(inputs.load(spec))
@@ -503,14 +509,7 @@ def _frontier_args(p: argparse.ArgumentParser) -> None:
 def _frontier(args: argparse.Namespace) -> None:
     from .frontier import stage
 
-    spec = args.spec
-    if spec is None:
-        from .config import load_config
-        from .study import Plan
-
-        spec = Plan(load_config(args.configfile)).frontier_spec(args.study)
-    if spec["study"] != args.study:
-        raise PipelineError(f"--spec is of study {spec['study']!r}, --study says {args.study!r}")
+    spec = _study_spec(args, "frontier_spec")
     outputs = {key: getattr(args, key) for key in stage.OUTPUTS}
     if not args.print and not any(outputs.values()):
         raise PipelineError("frontier: give --print or at least one of --csv, --tex, --html, --pdf, --png, --figure-tex")
