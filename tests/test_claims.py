@@ -636,3 +636,21 @@ def test_tiny_study_ledger_is_built_and_rebuilt_only_when_its_inputs_change(tiny
     assert "claims" not in jobs()
     summary = run_snakemake(tiny_copy, "--summary").stdout
     assert re.search(r"^reports/tiny/claims\.csv\t[^\t]*\tclaims\t[^\t]*\tok\tno update$", summary, re.M), summary
+
+
+def test_the_report_landing_lists_every_claim_with_its_verdict_and_the_counts(tmp_path: Path) -> None:
+    """The report's first screen is written from claims.csv: every claim's line and verdict, the counts, escaped HTML."""
+    from smoothsqueeze.claims import render
+
+    rows = [{"id": "C1", "title": "a <b> claim", "verdict": HOLDS, "untested": ""},
+            {"id": "C2", "title": "another", "verdict": FAILS, "untested": "a GPU study"},
+            {"id": "C3", "title": "third", "verdict": NOT_TESTABLE, "untested": "CIFAR-10"}]
+    with (tmp_path / "claims.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(ledger.FIELDS))
+        writer.writeheader()
+        writer.writerows({**{f: "" for f in ledger.FIELDS}, **r} for r in rows)
+    render.write_landing(tmp_path / "claims.csv", "demo", tmp_path / "landing.html")
+    html = (tmp_path / "landing.html").read_text()
+    assert "Claims ledger of study demo" in html and "holds: 1, fails: 1, not testable here: 1" in html
+    assert "C1 a &lt;b&gt; claim</td><td>holds</td>" in html and "<td>fails (partly tested)</td>" in html
+    assert "<td>not testable here</td>" in html and html.count("<tr><td") == 3

@@ -49,7 +49,7 @@ def test_gpu_check_quick_writes_the_whole_report(tmp_path: Path) -> None:
     wrn = report["wide_resnet"]
     assert wrn["step_ms"] > 0 and wrn["gflop_per_step"] > 0 and wrn["pct_bf16_peak"] > 0
     assert wrn["amp"] is True and wrn["channels_last"] is True  # the cifar10 study's settings
-    assert {row["architecture"] for row in report["pgd"]} == {"madry_cnn", "wide_resnet"}
+    assert {row["architecture"] for row in report["pgd"]} == {"madry_cnn", "resnet_small"}  # --quick: the small ResNet
     assert all(row["images_per_s"] > 0 and row["gradient_steps_per_s"] == pytest.approx(row["images_per_s"] * row["steps"])
                for row in report["pgd"])
 

@@ -22,6 +22,16 @@ def test_the_report_opens_on_the_claims_ledger(tiny_study: Path) -> None:
     assert categories[0] == "Claims" and "Masking audit" in categories, categories  # the menu sorts them alphabetically
     landing = plain_text(str(embedded_json(report, "workflow-desc")))
     assert landing.index("Claims") < landing.index("Tables") < landing.index("Masking audit"), landing[:400]
+    # The first screen holds results: the ledger's verdict counts and a line per claim come before the
+    # description (and the rule graph beside it), and only the study of this report is listed.
+    ledger = (tiny_study / "reports/tiny/claims.csv").read_text()
+    assert landing.index("Claims ledger of study tiny") < landing.index("Verdicts:") < landing.index("This workflow retrains"), landing[:600]
+    for claim_id in (f"C{i}" for i in range(1, 22)):
+        assert f",{claim_id}," in ledger and f"{claim_id} " in landing[:landing.index("This workflow retrains")], claim_id
+    assert "This report: study tiny" in landing and "cifar10 (" not in landing, landing[-400:]
+    # Snakemake centres its content pane, so a landing taller than the window would lose its top (title and
+    # verdicts) beyond the scroll bar's reach; the landing's style aligns an overflowing pane to its top.
+    assert "align-items:safe center" in str(embedded_json(report, "workflow-desc"))
     # The audit table's HTML holds its headline columns only (every attack and flag is in the CSV), with
     # wrapping headers, and the same header words as the accuracy tables ("White-box PGD-5 x-ent").
     audit = (tiny_study / "reports/tiny/tables/audit.html").read_text()

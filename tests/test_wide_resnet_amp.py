@@ -28,11 +28,11 @@ def _random_cifar(n_train: int = 8, n_test: int = 4) -> Dataset:
 
 def _settings(k: int) -> dict:
     """config.yaml's cifar10 recipe (wide_resnet, SGD, crop + flip, noise in 1/255 units) for `k` steps
-    of 4 images, bf16 autocast and channels_last on whatever the config says."""
+    of 2 images, bf16 autocast and channels_last on whatever the config says."""
     config = copy.deepcopy(sscfg.load_config(ROOT / "config.yaml"))
     study = config["studies"]["cifar10"]
     study["grid"] = [{"alpha": 0.95, "sigma": 30, "k": k}]
-    study["train"].update(batch_size=4, log_every=k, checkpoint_every=10**6, amp=True, channels_last=True)
+    study["train"].update(batch_size=2, log_every=k, checkpoint_every=10**6, amp=True, channels_last=True)
     settings = sscfg.resolve_model(config, "cifar10", sscfg.model_id(study["grid"][0]))
     assert settings["architecture"] == "wide_resnet" and settings["sigma01"] == pytest.approx(30 / 255)
     return settings

@@ -687,6 +687,10 @@ class Paths:
     def report_config(self, study: str) -> str:
         return f"{self.reports}/{study}/logs/report_config.json"
 
+    def report_landing(self, study: str) -> str:
+        """The report's first screen (the claims ledger's verdicts), written by the report job from claims.csv."""
+        return f"{self.reports}/{study}/logs/report_landing.html"
+
     def report_partial(self, study: str) -> str:
         return f"{self.reports}/{study}/.report.partial.html"
 

@@ -89,6 +89,33 @@ def brief_markdown(rows: Sequence[Mapping[str, Any]], study: str) -> str:
     return "\n".join(lines)
 
 
+def landing_html(rows: Sequence[Mapping[str, Any]], study: str) -> str:
+    """The report's first screen: the study's verdict counts and one short line per claim (an HTML fragment
+    that workflow/report/workflow.rst embeds above the description, so a reader sees results before the rule graph)."""
+    from html import escape
+
+    # Snakemake's report centres its content pane vertically (flex items-center in a h-screen box), so a
+    # landing taller than the window lost its top, out of reach of the scroll bar; 'safe center' aligns
+    # an overflowing pane to its top instead.
+    lines = ["<style>.h-screen.items-center{align-items:safe center}</style>",
+             f'<div class="ledger-landing"><h2>Claims ledger of study {escape(study)}</h2>',
+             f"<p><b>Verdicts:</b> {escape(counts(list(rows)))}. Every number, noise floor and rule: "
+             f"<i>Claims</i> in the menu on the left.</p>",
+             '<table style="font-size:0.85em;border-collapse:collapse">',
+             "<tr><th style=\"text-align:left\">Claim</th><th style=\"text-align:left\">Verdict</th></tr>"]
+    for r in rows:
+        lines.append(f'<tr><td style="padding:0 0.8em 0 0">{escape(r["id"])} {escape(r["title"])}</td>'
+                     f"<td>{escape(shown_verdict(dict(r)))}</td></tr>")
+    return "\n".join([*lines, "</table></div>", ""])
+
+
+def write_landing(ledger_csv: str | Path, study: str, out: str | Path) -> None:
+    """reports/<study>/logs/report_landing.html from the study's claims.csv (the report job calls this)."""
+    from .ledger import read_ledger
+
+    _write(out, landing_html(read_ledger(ledger_csv), study))
+
+
 _GREEK_WORDS = {"eps\\_L": r"$\epsilon_L$", "alpha": r"$\alpha$", "beta": r"$\beta$", "sigma": r"$\sigma$", "eps": r"$\epsilon$"}
 
 
