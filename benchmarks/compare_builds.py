@@ -1,6 +1,6 @@
 """Compare two builds of the same study (another processor, another CPU kernel set): do their verdicts agree?
 
-    ATEN_CPU_CAPABILITY=default snakemake --cores 2 -d /tmp/second    # a second build on PyTorch's default kernels
+    git clone . /tmp/second && (cd /tmp/second && ATEN_CPU_CAPABILITY=default snakemake --cores 2)   # a second build, PyTorch's default kernels
     python benchmarks/compare_builds.py --study digits --a . --b /tmp/second
 
 Floating-point differences between processors (or between PyTorch's AVX2/AVX-512/default kernels)

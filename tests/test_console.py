@@ -16,14 +16,14 @@ CONFIG = load_config(ROOT / "config.yaml")
 
 
 def test_summary_names_each_report_of_the_run() -> None:
-    targets = ["results/digits/records/natural_k1500.json", "reports/digits/report.html", "./reports/fashion/report.html"]
+    targets = ["results/digits/records/natural_k500.json", "reports/digits/report.html", "./reports/fashion/report.html"]
     text = console.summary(CONFIG, targets)
     # each study's claims ledger (when built) comes before its report's path; the run ends on a path
     assert [line for line in text.splitlines() if line.startswith("Report of study")] == [
         f"Report of study 'digits': {Path('reports/digits/report.html').resolve()}",
         f"Report of study 'fashion': {Path('reports/fashion/report.html').resolve()}",
     ]
-    assert console.summary(CONFIG, ["reports/digits/rows/natural_k1500.csv"]) == ""
+    assert console.summary(CONFIG, ["reports/digits/rows/natural_k500.csv"]) == ""
 
 
 def test_requested_targets_are_read_as_snakemake_reads_them() -> None:
@@ -49,19 +49,19 @@ def test_a_target_no_rule_makes_names_the_studies_and_files_there_are() -> None:
     head, *rest = text.splitlines()
     assert head == "error: no study, rule or file 'digitz' in this workflow (did you mean 'digits'?)"
     assert "digits (the default), fashion, mnist5k, mnist, cifar10" in rest[0]
-    assert "reports/digits/report.html" in rest[1] and "results/digits/models/natural_k1500/model.pt" in rest[1]
+    assert "reports/digits/report.html" in rest[1] and "results/digits/models/natural_k500/model.pt" in rest[1]
     assert all(not line.startswith("error: ") for line in rest)
 
 
 def test_a_file_of_no_study_or_model_is_refused_in_the_same_words() -> None:
-    rows = {"reports/": {"study": "digitz", "model": "natural_k1500"}}
-    text = _problem("reports/digitz/rows/natural_k1500.csv", rows)
-    assert text is not None and text.startswith("error: reports/digitz/rows/natural_k1500.csv: no study 'digitz' in the config (did you mean 'digits'?)")
-    rows = {"reports/": {"study": "digits", "model": "natural_k150"}}
-    text = _problem("reports/digits/rows/natural_k150.csv", rows)
-    assert text is not None and text.startswith("error: reports/digits/rows/natural_k150.csv: study 'digits' has no model 'natural_k150' "
-                                                "(did you mean 'natural_k1500'?); its models: natural_k1500, ")
-    assert _problem("reports/digits/rows/natural_k1500.csv", {"reports/": {"study": "digits", "model": "natural_k1500"}}) is None
+    rows = {"reports/": {"study": "digitz", "model": "natural_k500"}}
+    text = _problem("reports/digitz/rows/natural_k500.csv", rows)
+    assert text is not None and text.startswith("error: reports/digitz/rows/natural_k500.csv: no study 'digitz' in the config (did you mean 'digits'?)")
+    rows = {"reports/": {"study": "digits", "model": "natural_k50"}}
+    text = _problem("reports/digits/rows/natural_k50.csv", rows)
+    assert text is not None and text.startswith("error: reports/digits/rows/natural_k50.csv: study 'digits' has no model 'natural_k50' "
+                                                "(did you mean 'natural_k500'?); its models: natural_k500, ")
+    assert _problem("reports/digits/rows/natural_k500.csv", {"reports/": {"study": "digits", "model": "natural_k500"}}) is None
 
 
 def test_the_console_module_is_torch_free() -> None:

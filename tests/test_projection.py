@@ -39,7 +39,7 @@ def fake_timings(study: str, kinds: dict[str, float], architecture: str = "madry
 def test_train_kinds_of_the_digits_grid(config: dict) -> None:
     reps = projection.representatives(config, "digits")
     assert set(reps) == {"natural", "regularized", "pgd10", "pgd2", "fgsm_rs"}
-    assert reps["pgd10"]["adversarial"]["steps"] == 10 and reps["natural"]["k"] == 1500
+    assert reps["pgd10"]["adversarial"]["steps"] == 10 and reps["natural"]["k"] == 500
     assert projection.train_kind({"alpha": 0, "beta": 0, "sigma01": 0.3}) == "regularized"
 
 
@@ -57,7 +57,7 @@ def test_measure_refuses_a_cpu_clock_on_a_gpu_and_bad_counts(config: dict) -> No
     with pytest.raises(PipelineError, match="clock"):
         projection._clock("sundial", "cpu")
     with pytest.raises(PipelineError, match=">= 1"):
-        projection.time_training(resolve_model(config, "digits", "natural_k1500"), torch.device("cpu"), steps=0)
+        projection.time_training(resolve_model(config, "digits", "natural_k500"), torch.device("cpu"), steps=0)
 
 
 def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
@@ -70,14 +70,15 @@ def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
     assert [r["model"] for r in rows if r["kind"] == projection.CRAFT] == ["blackbox:fgsm_cw", "blackbox:pgd40_cw"]
     assert rows[-1]["model"] == projection.TOTAL_ROW
     # digits: 1437 training and 360 test images, every test image attacked
-    nat = by_model["natural_k1500"]
-    assert nat["train_s"] == pytest.approx(1500 * 0.01 + (1437 + 360) * 1e-4)
+    nat = by_model["natural_k500"]
+    k_nat, k_adv = (resolve_model(config, "digits", m)["k"] for m in ("natural_k500", "pgd10-eps0.2-step0.05_k250"))
+    assert nat["train_s"] == pytest.approx(k_nat * 0.01 + (1437 + 360) * 1e-4)
     assert nat["analyze_s"] == pytest.approx(360 * (10 * 1e-3 + 1e-4))
     whitebox = 360 * (40 * 1e-3 + 1e-4) + 360 * (40 * 2e-3 + 1e-4) + 360 * (1e-3 + 1e-4) + 360 * (2e-3 + 1e-4)
     assert nat["evaluate_s"] == pytest.approx((1437 + 360) * 1e-4 + whitebox + 2 * 360 * 1e-4)
     assert by_model["blackbox:pgd40_cw"]["craft_s"] == pytest.approx(360 * (40 * 2e-3 + 1e-4))
-    adv = by_model["pgd10-eps0.2-step0.05_k700"]
-    assert adv["train_s"] == pytest.approx(700 * 0.1 + (1437 + 360) * 1e-4) and adv["kind"] == "pgd10"
+    adv = by_model["pgd10-eps0.2-step0.05_k250"]
+    assert adv["train_s"] == pytest.approx(k_adv * 0.1 + (1437 + 360) * 1e-4) and adv["kind"] == "pgd10"
     for row in rows:
         parts = [row[f"{s}_s"] or 0.0 for s in projection.STAGES] + [row["craft_s"] or 0.0]
         assert row["total_s"] == pytest.approx(sum(parts)) and row["device_hours"] == pytest.approx(row["total_s"] / 3600)
@@ -88,7 +89,7 @@ def test_projection_arithmetic_on_hand_made_timings(config: dict) -> None:
     assert by_model["blackbox:fgsm_cw"]["craft_blackbox_runtime_min"] == projection.MINIMUM_MIN
     line = projection.summary_line(rows, t)
     assert line.startswith("projection digits on test CPU:") and f"device-hours for {len(ids)} models" in line
-    assert "largest model pgd10-eps0.2-step0.05_k700" in line
+    assert "largest model pgd10-eps0.2-step0.05_k250" in line
 
 
 def test_paper_studies_project_every_table_row(config: dict) -> None:
@@ -121,7 +122,7 @@ def test_job_runtime_has_a_margin_an_overhead_and_a_floor() -> None:
 
 
 def test_written_projection_gives_each_job_its_runtime(config: dict, tmp_path: Path) -> None:
-    t = fake_timings("digits", {"natural": 0.5, "regularized": 0.5, "pgd10": 10.0, "pgd2": 1.5, "fgsm_rs": 1.0})
+    t = fake_timings("digits", {"natural": 0.5, "regularized": 0.5, "pgd10": 40.0, "pgd2": 1.5, "fgsm_rs": 1.0})
     rows = projection.project(config, "digits", t)
     out = tmp_path / "sub" / "projection.csv"
     text = projection.write_projection(rows, out, t)
@@ -130,10 +131,10 @@ def test_written_projection_gives_each_job_its_runtime(config: dict, tmp_path: P
         written = list(csv.DictReader(handle))
     assert list(written[0]) == list(projection.COLUMNS) and len(written) == len(rows)
     assert float(written[-1]["device_hours"]) == pytest.approx(rows[-1]["device_hours"], abs=0.05)  # written to 0.1 h
-    adv = "pgd10-eps0.2-step0.05_k700"
-    expected = projection.job_runtime_minutes(700 * 10.0 + 1797 * 1e-4)
+    adv = "pgd10-eps0.2-step0.05_k250"
+    expected = projection.job_runtime_minutes(resolve_model(config, "digits", adv)["k"] * 40.0 + 1797 * 1e-4)
     assert projection.runtime_minutes(out, adv, "train") == expected > 120  # longer than the Slurm profile's default
-    assert projection.runtime_minutes(out, "natural_k1500", "audit") >= projection.MINIMUM_MIN
+    assert projection.runtime_minutes(out, "natural_k500", "audit") >= projection.MINIMUM_MIN
     assert projection.runtime_minutes(out, "blackbox:pgd40_cw", "craft_blackbox") == projection.MINIMUM_MIN
     assert projection.runtime_minutes(out, "blackbox:pgd40_cw", "train", default=77) == 77  # no train job for a set
     assert projection.runtime_minutes(out, "no_such_model", "train", default=55) == 55
