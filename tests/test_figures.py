@@ -294,9 +294,9 @@ def test_every_font_setting_is_at_least_7pt() -> None:
     assert sizes and all(matplotlib.font_manager.FontProperties(size=v).get_size_in_points() >= 7 for v in sizes.values()), sizes
 
 
-def test_paper_style_figures_fit_iclr_widths_with_7pt_text_and_no_title_or_footer(tmp_path: Path) -> None:
-    """Each plot kind in the paper style: a full-width PDF at most 397 pt wide (ICLR's text), a column one at
-    most 2.7 in; every text at least 7 pt; no footer or legend title (the numbers are in the caption file)."""
+def _every_plot_kind() -> tuple:
+    """A two-model study whose every figure has data (dead neurons, a training history, an audit), the
+    figures' model selection, and one figure name per plot kind."""
     data = _study_of_two(n=8)
     for mid in data.entries:
         n = len(data.analysis[mid]["feature_abs_sum"])
@@ -305,6 +305,13 @@ def test_paper_style_figures_fit_iclr_widths_with_7pt_text_and_no_title_or_foote
         data.measured[mid] = figures.measured(ADV_RECORD, {"n": 8, "accuracy": {"autoattack": 0.8}})
     selection = figures.select(data.entries)
     one_per_kind = {what: name for name, (_paper, what, _roles) in reversed(list(figures.FIGURES.items()))}
+    return data, selection, one_per_kind
+
+
+def test_paper_style_figures_fit_iclr_widths_with_7pt_text_and_no_title_or_footer(tmp_path: Path) -> None:
+    """Each plot kind in the paper style: a full-width PDF at most 397 pt wide (ICLR's text), a column one at
+    most 2.7 in; every text at least 7 pt; no footer or legend title (the numbers are in the caption file)."""
+    data, selection, one_per_kind = _every_plot_kind()
     assert data.style == "paper" and figures.DEFAULT_WIDTHS == {"full": 5.5, "column": 2.7}
     for what, name in one_per_kind.items():
         small, words = [], []
@@ -352,14 +359,7 @@ def test_caption_files_and_selection_record_name_the_chosen_models(tmp_path: Pat
 
 def test_figures_are_print_sized_with_truetype_fonts(tmp_path: Path) -> None:
     """One figure per plot kind: column (2.7 in) or full (5.5 in) width, no Type 3 font, no legend over the data."""
-    data = _study_of_two(n=8)
-    for mid in data.entries:
-        n = len(data.analysis[mid]["feature_abs_sum"])
-        data.analysis[mid]["feature_abs_sum"] = np.r_[np.linspace(5, 1, n - 40), np.zeros(40)]
-        data.history[mid] = [{"iteration": i, "loss": 1 / i, "accuracy": 50 + i, "logit_norm": i} for i in range(1, 20)]
-        data.measured[mid] = figures.measured(ADV_RECORD, {"n": 8, "accuracy": {"autoattack": 0.8}})
-    selection = figures.select(data.entries)
-    one_per_kind = {what: name for name, (_paper, what, _roles) in reversed(list(figures.FIGURES.items()))}
+    data, selection, one_per_kind = _every_plot_kind()
     for what, name in one_per_kind.items():
         paths = figures.draw(name, data, selection[name], tmp_path, inspect=_no_legend_covers_an_axes)
         pdf = next(p for p in paths if p.suffix == ".pdf")
