@@ -76,7 +76,7 @@ def test_per_example_squeeze_at_beta_2_collapses(digits: Dataset, tmp_path: Path
 # ---------------------------------------------------------------- the collapse flag
 
 
-def _record(model_id: str, train: float, collapsed: bool, source: str = "natural_k1500") -> dict:
+def _record(model_id: str, train: float, collapsed: bool, source: str = "natural_k500") -> dict:
     entry = sscfg.grid_entry(CONFIG, "digits", model_id)
     return {
         "study": "digits", "model_id": model_id, "entry": entry, "eps": 0.2, "pixel_units": 1, "n_test": 360,
@@ -87,24 +87,24 @@ def _record(model_id: str, train: float, collapsed: bool, source: str = "natural
 
 def test_a_collapsed_model_is_marked_in_every_study_table() -> None:
     rows = pd.DataFrame([
-        tables.build_row(_record("natural_k1500", 100.0, False)),
-        tables.build_row(_record("sq5_noise0.3_k1500", 11.0, True)),
+        tables.build_row(_record("natural_k500", 100.0, False)),
+        tables.build_row(_record("sq5_noise0.3_k500", 11.0, True)),
     ])
-    spec = {"study": "digits", "dataset": "digits", "eps": 0.2, "pixel_units": 1, "blackbox_source": "natural_k1500",
+    spec = {"study": "digits", "dataset": "digits", "eps": 0.2, "pixel_units": 1, "blackbox_source": "natural_k500",
             "whitebox": [{"name": "pgd40_xent", "method": "pgd"}], "blackbox": [{"name": "pgd40_cw", "method": "pgd"}]}
     for name in ("accuracy", "whitebox", "blackbox"):
         columns, frame = tables.study_frame(name, rows, spec)
         notes = dict(zip(frame["model"], frame["note"].fillna("")))
-        assert notes["sq5_noise0.3_k1500"] == tables.COLLAPSED, name
+        assert notes["sq5_noise0.3_k500"] == tables.COLLAPSED, name
         # the source's black-box numbers are white-box: marked where black-box columns are shown
-        assert notes["natural_k1500"] == ("" if name == "whitebox" else tables.SOURCE), name
+        assert notes["natural_k500"] == ("" if name == "whitebox" else tables.SOURCE), name
         tex = render.to_latex(columns, frame, "c", "l", tables.tex_words)
         assert "training collapsed" in tex and render.to_html(columns, frame, "t", "c", tables.html_words).count("training collapsed") == 1
 
 
 def test_an_unmarked_table_has_no_note_column() -> None:
-    rows = pd.DataFrame([tables.build_row(_record("ls0.95_k1500", 100.0, False))])
-    spec = {"study": "digits", "dataset": "digits", "eps": 0.2, "pixel_units": 1, "blackbox_source": "natural_k1500",
+    rows = pd.DataFrame([tables.build_row(_record("ls0.95_k500", 100.0, False))])
+    spec = {"study": "digits", "dataset": "digits", "eps": 0.2, "pixel_units": 1, "blackbox_source": "natural_k500",
             "whitebox": [{"name": "pgd40_xent", "method": "pgd"}], "blackbox": [{"name": "pgd40_cw", "method": "pgd"}]}
     columns, _ = tables.study_frame("accuracy", rows, spec)
     assert "note" not in [c.key for c in columns]

@@ -421,15 +421,19 @@ def test_models_from_files_pairs_per_model_files(tmp_path: Path) -> None:
         figures.models_from_files(paths, ["a.npz", "b.npz"], ["a.json"])
 
 
-def _render_rst(text: str, config: dict, study: str | None = None, selection: dict | None = None) -> str:
-    """Render a report text as Snakemake does: Jinja (trim_blocks, lstrip_blocks), then reStructuredText to HTML."""
+def _render_rst(text: str, config: dict, study: str | None = None, selection: dict | None = None, categories: dict | None = None) -> str:
+    """Render a report text as Snakemake does: Jinja (trim_blocks, lstrip_blocks), then reStructuredText to HTML.
+    `categories`: the report's results menu, {category name: [subcategory names]} (Snakemake passes Category objects)."""
+    from collections import namedtuple
     from types import SimpleNamespace
 
     from docutils.core import publish_parts
     from jinja2 import Environment
 
+    category = namedtuple("Category", "name")
+    menu = {category(c): {category(sub): [] for sub in subs} for c, subs in (categories or {}).items()}
     snakemake = SimpleNamespace(config=config, wildcards=SimpleNamespace(study=study), params=SimpleNamespace(selection=selection))
-    rst = Environment(trim_blocks=True, lstrip_blocks=True).from_string(text).render(snakemake=snakemake)
+    rst = Environment(trim_blocks=True, lstrip_blocks=True).from_string(text).render(snakemake=snakemake, categories=menu, files={})
     return publish_parts(rst, writer="html")["html_body"]
 
 
@@ -442,16 +446,26 @@ def _plain_lines(html: str, chars_per_line: int = 70) -> int:
     return sum(max(1, math.ceil(len(re.sub(r"<[^>]+>", "", b).replace("\n", " ")) / chars_per_line)) for b in blocks)
 
 
-def test_landing_text_fits_one_screen_and_names_every_category() -> None:
+def test_landing_opens_on_the_ledger_names_every_category_and_only_its_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    html = _render_rst((ROOT / "workflow/report/workflow.rst").read_text(), config)
+    from smoothsqueeze.claims import render
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text()) | {"reports_dir": "reports"}
+    landing = tmp_path / "reports/digits/logs/report_landing.html"  # what the report job writes from claims.csv
+    landing.parent.mkdir(parents=True)
+    landing.write_text(render.landing_html([{"id": "C1", "title": "a claim", "verdict": "holds", "untested": ""}], "digits"))
+    monkeypatch.chdir(tmp_path)  # the raw directive's file is relative to the report job's working directory
+    menu = {name: ["digits"] for name in ("Claims", "Tables", "Figures", "Masking audit", "Cost", "Frontier")}
+    html = _render_rst((ROOT / "workflow/report/workflow.rst").read_text(), config, categories=menu)
     for category in ("Claims", "Tables", "Figures", "Masking audit", "Cost", "Frontier"):
         assert f"<strong>{category}</strong>" in html, category
-    assert all(f">{name}</" in html for name in config["studies"]), "every study is listed"
-    # Snakemake centres the text vertically and it cannot scroll above the top: at 1366x768 about 22 lines fit under the title.
-    assert _plain_lines(html) <= 22, _plain_lines(html)
+    assert html.index("Claims ledger of study digits") < html.index("C1 a claim") < html.index("This workflow retrains")
+    assert ">digits</" in html and not any(f">{name}</" in html for name in config["studies"] if name != "digits"), "only this report's study"
+    # Snakemake centres the pane vertically, where a text taller than the window cannot scroll to its top: the
+    # landing's style aligns an overflowing pane to its top. The description after the ledger stays short.
+    assert "align-items:safe center" in html
+    assert _plain_lines(html[html.index("</table></div>"):]) <= 22, _plain_lines(html)
     assert "every caption" not in html
     # The report's menu lists categories alphabetically: the claims ledger is its first entry, and the text names it first.
     assert sorted(("Claims", "Tables", "Figures", "Masking audit", "Cost"))[0] == "Claims"

@@ -5,7 +5,6 @@
 # report's first screen (the claims ledger's verdicts, logs/report_landing.html) from claims.csv.
 from pathlib import Path
 
-from smoothsqueeze.claims.render import write_landing
 from smoothsqueeze.study import Plan, as_json
 
 plan = Plan(config)
@@ -30,6 +29,8 @@ rule html_report:
         plan.paths.report_log("{study}", "report"),
     run:
         Path(params.config_file).write_text(as_json(config) + "\n")
+        from smoothsqueeze.claims.render import write_landing  # here, not at the top: parsing the Snakefile stays free of pandas
+
         write_landing(params.ledger, wildcards.study, params.landing)  # the first screen: workflow/report/workflow.rst embeds it
         shell(
             "python -m snakemake --snakefile {params.snakefile:q} --directory . --configfile {params.config_file:q} "
