@@ -117,11 +117,11 @@ def test_paper_comparison_matches_table5_rows_whatever_k_and_says_so() -> None:
     spec = plan.tables_spec("mnist5k")
     _cols, frame = tables.comparison_frame("table5", paper.load("table5", "mnist5k"), rows, spec)
     by_row = dict(zip(frame["row"], frame["model"]))
-    assert by_row[8] == by_row[9] == "sq2_noise0.5_k4000" and by_row[33] == "ls0.95_k4000" and by_row[6] == "sq2_k4000"
-    assert by_row[40] == "pgd10-eps0.3-step0.04_k1500"  # Madry's row: the strongest PGD-trained model, not FGSM-RS
+    assert by_row[8] == by_row[9] == "sq2_noise0.5_k2000" and by_row[33] == "ls0.95_k2000" and by_row[6] == "sq2_k2000"
+    assert by_row[40] == "pgd10-eps0.3-step0.04_k1000"  # Madry's row: the strongest PGD-trained model, not FGSM-RS
     assert all("k and training set differ: ours k" in note for note in frame["note"])
     _cols, frame1 = tables.comparison_frame("table1", paper.load("table1", "mnist5k"), rows, spec)
-    assert list(frame1["model"]) == ["natural_k4000", "pgd10-eps0.3-step0.04_k1500"]
+    assert list(frame1["model"]) == ["natural_k2000", "pgd10-eps0.3-step0.04_k1000"]
     caption = tables.settings_text("table5", spec)
     assert "mnist5k stands in for the paper's mnist" in caption and "not clipped to [0, 1] (the paper does not say)" in caption
     assert "cyclic learning rate (Wong et al.): 0 to 0.005 at 40% of k" in caption
