@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from smoothsqueeze import audit_flags as af  # noqa: E402
+from smoothsqueeze.audit import flags as af  # noqa: E402
 
 #: Words that count as the noise band in flags (audit) and claims (ledger).
 NOISE = {"within noise"}

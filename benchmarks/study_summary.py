@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from smoothsqueeze import audit_flags as af  # noqa: E402
+from smoothsqueeze.audit import flags as af  # noqa: E402
 from smoothsqueeze import config as sscfg  # noqa: E402
 from smoothsqueeze import tables  # noqa: E402
-from smoothsqueeze.audit_table import table_rows as audit_rows  # noqa: E402
+from smoothsqueeze.audit.table import table_rows as audit_rows  # noqa: E402
 from smoothsqueeze.study import Plan  # noqa: E402
 
 #: Flag names as the README's tables word them.

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from smoothsqueeze import analysis
+from smoothsqueeze.analysis import eq4 as analysis
 from smoothsqueeze.cli import main as cli_main
 from smoothsqueeze.artifacts import read_npz, write_npz
 from smoothsqueeze.checkpoints import save_model

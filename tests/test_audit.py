@@ -15,10 +15,11 @@ import yaml
 from torch import nn
 
 from conftest import TINY_CONFIG, run_snakemake
-from smoothsqueeze import audit, audit_table
+from smoothsqueeze.audit import model_audit as audit
+from smoothsqueeze.audit import table as audit_table
 from smoothsqueeze.cli import main as cli_main
 from smoothsqueeze.evidence import intervals as iv
-from smoothsqueeze import audit_flags as af
+from smoothsqueeze.audit import flags as af
 from smoothsqueeze.data import Dataset
 from smoothsqueeze.errors import PipelineError
 from smoothsqueeze.evidence.per_image import encode_results, record_masks

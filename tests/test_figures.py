@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import ROOT, run_snakemake
-from smoothsqueeze import analysis, figures
+from smoothsqueeze import figures
+from smoothsqueeze.analysis import eq4 as analysis
 from smoothsqueeze.models import build_model
 
 ADV10 = {"k": 2000, "adversarial": {"steps": 10, "step_size": 0.05, "eps": 0.2}}

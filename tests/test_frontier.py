@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -186,13 +184,9 @@ def test_print_writes_no_file_and_no_output_is_an_error(tmp_path: Path, capsys: 
 
 @pytest.mark.slow
 def test_frontier_table_and_figure_compile_at_iclr_width(tmp_path: Path) -> None:
-    from test_latex_tables import _compile_all
+    from test_latex_tables import _compile_all, pdflatex_or_skip
 
-    pdflatex = shutil.which("pdflatex")
-    if pdflatex is None:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended, and in CI this test must run")
-        pytest.skip("pdflatex is not installed (Debian: apt-get install texlive-latex-recommended)")
+    pdflatex = pdflatex_or_skip()
     out = write_all(tmp_path)
     _compile_all(pdflatex, {"frontier_table": out["tex"].read_text(), "frontier_figure": out["figure_tex"].read_text()}, tmp_path)
 

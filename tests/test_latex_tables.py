@@ -258,14 +258,20 @@ DOCUMENT = ("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{grap
 
 @pytest.mark.slow
 def test_generated_tables_compile_with_pdflatex(tmp_path: Path) -> None:
+    pdflatex = pdflatex_or_skip()
+    texs = {**{f"mnist_{k}": v for k, v in _render("mnist", tmp_path / "mnist").items()},
+            **{f"cifar10_{k}": v for k, v in _render("cifar10", tmp_path / "cifar10").items()}}
+    _compile_all(pdflatex, texs, tmp_path)
+
+
+def pdflatex_or_skip() -> str:
+    """pdflatex's path; skip without it, except in CI, where .ci/run installs it and the test must run."""
     pdflatex = shutil.which("pdflatex")
     if pdflatex is None:
         if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
             pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended, and in CI this test must run")
         pytest.skip("pdflatex is not installed (Debian: apt-get install texlive-latex-recommended)")
-    texs = {**{f"mnist_{k}": v for k, v in _render("mnist", tmp_path / "mnist").items()},
-            **{f"cifar10_{k}": v for k, v in _render("cifar10", tmp_path / "cifar10").items()}}
-    _compile_all(pdflatex, texs, tmp_path)
+    return pdflatex
 
 
 def _compile_all(pdflatex: str, texs: dict[str, str], where: Path) -> None:
@@ -287,11 +293,7 @@ def _compile_all(pdflatex: str, texs: dict[str, str], where: Path) -> None:
 @pytest.mark.slow
 def test_the_tiny_study_tables_fit_iclr_text_width(tiny_study: Path, tmp_path: Path) -> None:
     """Every .tex the workflow wrote (study, audit, cost tables) compiles at 397pt without an overfull box."""
-    pdflatex = shutil.which("pdflatex")
-    if pdflatex is None:
-        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-            pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended, and in CI this test must run")
-        pytest.skip("pdflatex is not installed (Debian: apt-get install texlive-latex-recommended)")
+    pdflatex = pdflatex_or_skip()
     texs = {p.stem: p.read_text() for p in sorted((tiny_study / "reports" / "tiny" / "tables").glob("*.tex"))}
     texs["claims"] = (tiny_study / "reports" / "tiny" / "claims.tex").read_text()
     assert {"accuracy", "eq4", "audit", "cost"} <= set(texs), sorted(texs)

@@ -231,7 +231,8 @@ def test_every_versioned_rule_reads_its_own_entry_of_the_one_version_table() -> 
     assert set(versioned) == set(study.STAGE_VERSIONS)
     for name, found in versioned.items():
         assert found == [f'STAGE_VERSIONS["{name}"]'], (name, found)
-    from smoothsqueeze import CODE_VERSION, TRAIN_CODE_VERSION, analysis_settings
+    from smoothsqueeze import CODE_VERSION, TRAIN_CODE_VERSION
+    from smoothsqueeze.analysis import settings as analysis_settings
 
     assert (CODE_VERSION, TRAIN_CODE_VERSION) == (study.CODE_VERSION, study.TRAIN_CODE_VERSION)
     assert analysis_settings.VERSION == study.ANALYSIS_VERSION

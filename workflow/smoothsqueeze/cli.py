@@ -312,7 +312,7 @@ def _analysis_args(p: argparse.ArgumentParser) -> None:
 
 
 def _analysis(args: argparse.Namespace) -> None:
-    from .analysis import run
+    from .analysis.eq4 import run
 
     run(args.spec, args.checkpoint, args.data, args.out, args.summary, args.device)
 
@@ -324,7 +324,7 @@ def _audit_args(p: argparse.ArgumentParser) -> None:
 
 
 def _audit(args: argparse.Namespace) -> None:
-    from .audit import run
+    from .audit.model_audit import run
 
     run(args.spec, args.checkpoint, args.data, args.record, args.out, args.device)
 
@@ -364,7 +364,7 @@ def _audit_table_args(p: argparse.ArgumentParser) -> None:
 
 def _audit_table(args: argparse.Namespace) -> None:
     from .artifacts import read_json
-    from .audit_table import write_table
+    from .audit.table import write_table
 
     write_table([read_json(path) for path in args.audits], args.csv, args.tex, args.html)
 

@@ -44,7 +44,7 @@ ENV = "SMOOTHSQUEEZE_JOBSERVER"
 SERVED = frozenset({"train", "craft-blackbox", "evaluate", "analysis", "audit", "table-row", "table", "compare", "audit-table", "cost", "claims"})
 #: Modules the server imports before it forks (what the served stages import).
 WARM = ("torch", "numpy", "scipy.stats", "pandas", "smoothsqueeze.cli", "smoothsqueeze.train", "smoothsqueeze.evaluate",
-        "smoothsqueeze.analysis", "smoothsqueeze.audit", "smoothsqueeze.tables", "smoothsqueeze.audit_table", "smoothsqueeze.cost",
+        "smoothsqueeze.analysis.eq4", "smoothsqueeze.audit.model_audit", "smoothsqueeze.tables", "smoothsqueeze.audit.table", "smoothsqueeze.cost",
         "pyautoattack")
 _HEADER = struct.Struct("!Q")
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .audit_settings import resolve_settings as resolve_audit_settings
+from .audit.settings import resolve_settings as resolve_audit_settings
 from .config import load_config, model_ids, resolve_attack, resolve_model, validate_config, study as study_config
 from .data import SHAPES
 from .errors import PipelineError

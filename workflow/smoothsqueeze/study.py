@@ -1008,12 +1008,7 @@ class Plan:
 
     def claims_inputs(self, study: str) -> dict[str, list[str]]:
         """The claims job's inputs: exactly the files its spec lists (so the ledger reruns when one of them changes, and only then)."""
-        spec = self.claims_spec(study)
-        return {
-            **{kind: [m[key] for m in spec["models"]] for kind, key in
-               (("records", "record"), ("audits", "audit"), ("analysis", "analysis"), ("metrics", "metrics"))},
-            "cost": [spec["cost"]],
-        }
+        return _spec_inputs(self.claims_spec(study), ("record", "audit", "analysis", "metrics"))
 
     # -- the frontier
 
@@ -1025,11 +1020,7 @@ class Plan:
 
     def frontier_inputs(self, study: str) -> dict[str, list[str]]:
         """The frontier job's inputs: exactly the files its spec lists."""
-        spec = self.frontier_spec(study)
-        return {
-            **{kind: [m[key] for m in spec["models"]] for kind, key in (("records", "record"), ("audits", "audit"), ("metrics", "metrics"))},
-            "cost": [spec["cost"]],
-        }
+        return _spec_inputs(self.frontier_spec(study), ("record", "audit", "metrics"))
 
     def requested_studies(self, targets: Iterable[str]) -> list[str]:
         """The studies a Snakemake run builds: named as targets (a study rule, or a file under its results or
@@ -1091,3 +1082,11 @@ class Plan:
 def cost_model_args(settings: Sequence[str], metrics: Sequence[str], train_bench: Sequence[str], eval_bench: Sequence[str]) -> list[str]:
     """`--model SETTINGS METRICS TRAIN_BENCH EVAL_BENCH` per model, as a list of words for `{params.models:q}`."""
     return [word for group in zip(settings, metrics, train_bench, eval_bench) for word in ("--model", *group)]
+
+
+_INPUT_NAMES = {"record": "records", "audit": "audits", "analysis": "analysis", "metrics": "metrics"}
+
+
+def _spec_inputs(spec: Mapping[str, Any], keys: Sequence[str]) -> dict[str, list[str]]:
+    """A job's named inputs from its spec: the file of each model under each key, and the cost table."""
+    return {**{_INPUT_NAMES[key]: [m[key] for m in spec["models"]] for key in keys}, "cost": [spec["cost"]]}

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .evidence import intervals as iv
+from ..evidence import intervals as iv
 
 #: Order of the flags in records and tables.
 FLAG_NAMES = (

@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .artifacts import write_json, write_npz
-from .errors import PipelineError
-from .prologue import open_stage
-from .provenance import provenance
+from ..artifacts import write_json, write_npz
+from ..errors import PipelineError
+from ..prologue import open_stage
+from ..provenance import provenance
 
 #: Eq. 4 over every wrong class: (N, C-1) arrays, wrong classes in increasing order (`wrong_classes`).
 PER_WRONG_CLASS = ("wrong_classes", "logit_gap_all", "grad_gap_all", "eps_l_all", "cos_all")
@@ -46,7 +46,7 @@ PER_IMAGE = ("labels", "predictions", "ybar", "logits", "z_y", "logit_gap", "gra
 #: Quantities whose median the JSON summary holds (top wrong class; `median_all` pools every wrong class).
 MEDIANS = ("logit_gap", "grad_gap", "eps_l", "cos", "grad_norm_y", "z_y")
 MEDIANS_ALL = {"logit_gap": "logit_gap_all", "grad_gap": "grad_gap_all", "eps_l": "eps_l_all", "cos": "cos_all"}
-from .analysis_settings import DEFAULT_BATCH_SIZE, VERSION  # noqa: E402,F401 - torch-free, read by the rules
+from .settings import DEFAULT_BATCH_SIZE, VERSION  # noqa: E402,F401 - torch-free, read by the rules
 
 
 def forward_parts(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
-from . import config as _config
-from .study import AA_ATTACKS, AA_KEYS, audit_settings
+from .. import config as _config
+from ..study import AA_ATTACKS, AA_KEYS, audit_settings
 
 #: The schema's defaults of the `audit:` block (an empty block, validated).
 DEFAULTS: dict[str, Any] = _config.validate_block({}, "audit", "audit")

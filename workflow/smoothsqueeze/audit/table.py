@@ -4,7 +4,7 @@ Each audit record (one model = one seed) compares, on its audited images, the cl
 evaluation record's PGD attacks) with the per-image strongest attack (the audit's attacks and the
 record's). A row aggregates a grid entry's seeds: accuracies as mean ± standard deviation over
 seeds with the 95% Wilson interval of the pooled images; the drop (claim - strongest) with the
-paired interval on the pooled images; each flag decided across seeds (`audit_flags.combine_seeds`:
+paired interval on the pooled images; each flag decided across seeds (`flags.combine_seeds`:
 seeds on both sides of the threshold give "within noise", else the pooled images decide).
 """
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import audit_flags as af
-from .artifacts import atomic_path
-from .errors import PipelineError
-from .evidence import intervals as iv
-from .evidence.per_image import record_masks
-from .evidence.seeds import group_key
-from .render import Column, latex_escape, tex_label, to_csv, to_html, to_latex, unique_labels
-from .study import defense_label, legend_label
+from . import flags as af
+from ..artifacts import atomic_path
+from ..errors import PipelineError
+from ..evidence import intervals as iv
+from ..evidence.per_image import record_masks
+from ..evidence.seeds import group_key
+from ..render import Column, latex_escape, tex_label, to_csv, to_html, to_latex, unique_labels
+from ..study import defense_label, legend_label
 
 #: Accuracy keys of the audit record shown per row (mean over seeds, interval over pooled images).
 _AUDITED = ("clean", "autoattack", "strongest")

@@ -5,10 +5,10 @@ of label smoothing and logit squeezing to be largely gradient masking. Every mod
 the study's eps: AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square; package
 `pyautoattack`, imported as `pyautoattack`) with budgets from the study's `audit:` block,
 multi-restart PGD on the x-ent and CW losses, a PGD steps sweep, and PGD at a large eps;
-then the sanity checks of :mod:`smoothsqueeze.audit_flags`. Every adversarial batch is
+then the sanity checks of :mod:`smoothsqueeze.audit.flags`. Every adversarial batch is
 checked against its budget (attacks.check_budget).
 
-Command line: `python -m smoothsqueeze audit ...`; the study's table: :mod:`smoothsqueeze.audit_table`.
+Command line: `python -m smoothsqueeze audit ...`; the study's table: :mod:`smoothsqueeze.audit.table`.
 """
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ from torch import nn
 
 import numpy as np
 
-from . import audit_flags as af
-from .artifacts import read_json, sha256_file, write_json
-from .attacks import check_budget, correct, pgd_restarts
-from .errors import PipelineError
-from .evidence import intervals as iv
-from .evidence.per_image import encode_results, record_masks, restrict
+from . import flags as af
+from ..artifacts import read_json, sha256_file, write_json
+from ..attacks import check_budget, correct, pgd_restarts
+from ..errors import PipelineError
+from ..evidence import intervals as iv
+from ..evidence.per_image import encode_results, record_masks, restrict
 
 
-from .audit_settings import AA_ATTACKS, AA_KEYS, DEFAULTS, SETTINGS_SCHEMA, resolve_settings  # noqa: E402,F401 - re-exported
+from .settings import AA_ATTACKS, AA_KEYS, DEFAULTS, SETTINGS_SCHEMA, resolve_settings  # noqa: E402,F401 - re-exported
 
 
 # --------------------------------------------------------------------------- attacks
@@ -283,8 +283,8 @@ def run(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Audit one stored model; writes one JSON record."""
-    from .prologue import open_stage
-    from .provenance import provenance
+    from ..prologue import open_stage
+    from ..provenance import provenance
 
     started = time.perf_counter()
     settings = spec["settings"]
