@@ -15,6 +15,7 @@ with the pipeline's `evaluate.attack_dataset` using the study's own white-box PG
     smoothsqueeze.evidence.intervals.paired), per seed and pooled over seeds (pairs of image and seed).
 
     nice -n 10 python benchmarks/calibrate_mnist5k.py --part k --ks 2000 5000
+    nice -n 10 python benchmarks/calibrate_mnist5k.py --part k --ks 5000 --rows "LSQ 2 + noise 0.5" --jobs 1
     nice -n 10 python benchmarks/calibrate_mnist5k.py --part clip --clip-k 2000 --seeds 0
     python benchmarks/calibrate_mnist5k.py --quick      # k 20, 50 images: checks the script runs
 """
@@ -109,7 +110,7 @@ def k_curve(config: dict[str, Any], args: argparse.Namespace, attack: dict[str, 
     tasks = [
         {**base, "settings": settings_for(config, args.study, entry, k, args.seeds[0]), "attack": attack if attacked else None,
          "row": {"model": label, "k": k, "seed": args.seeds[0]}}
-        for k in args.ks for label, entry, attacked in K_CURVE
+        for k in args.ks for label, entry, attacked in K_CURVE if not args.rows or label in args.rows
     ]
     rows = run_all(tasks, args.jobs)
     order = {label: i for i, (label, _e, _a) in enumerate(K_CURVE)}
@@ -153,6 +154,8 @@ def main() -> None:
     parser.add_argument("--study", default="mnist5k", help="study whose training recipe and attack are used")
     parser.add_argument("--part", choices=["k", "clip", "both"], default="both")
     parser.add_argument("--ks", nargs="+", type=int, default=[2000, 5000, 10000], help="k of the curve (add 20000 for the long curve)")
+    parser.add_argument("--rows", nargs="+", choices=[label for label, _e, _a in K_CURVE], default=None,
+                        help="only these rows of the k curve (default: all four)")
     parser.add_argument("--clip-k", type=int, default=2000, help="k of the clipping comparison")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds of the clipping comparison (the curve uses the first)")
     parser.add_argument("--n-attack", type=int, default=500, help="first N test images evaluated and attacked")

@@ -518,7 +518,7 @@ def write_study(tmp_path: Path, lab: Lab, name: str = "planted") -> dict[str, An
             "cost": str(cost), "models": models}
 
 
-def test_stage_writes_the_ledger_and_the_overview(tmp_path: Path) -> None:
+def test_stage_writes_the_ledger_and_the_overview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from smoothsqueeze import cli
 
     spec = write_study(tmp_path, base_lab())
@@ -545,6 +545,11 @@ def test_stage_writes_the_ledger_and_the_overview(tmp_path: Path) -> None:
     overview = ledger.read_ledger(ov["csv"])
     assert len(overview) == 21 and {"planted", "other"} <= set(overview[0])
     assert "Mosbach" in next(r for r in overview if r["id"] == "C13")["published"]
+    # --print: the verdicts side by side, one line per claim, the same as the files'
+    capsys.readouterr()
+    assert cli.main(["claims-overview", "--ledgers", out["csv"], str(tmp_path / "reports" / "other" / "claims.csv"), "--print"]) == 0
+    printed = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if re.match(r"\| C\d+ ", line)]
+    assert [(p[0][2:], p[2], p[3].rstrip(" |")) for p in printed] == [(r["id"], r["planted"], r["other"]) for r in overview]
     # the console's lines
     lines = console.console_lines("planted", tmp_path / "reports")
     assert len(lines) == 22 and "claims.md" in lines[0] and lines[1].split()[0] == "C1"

@@ -486,12 +486,13 @@ def _claims_overview_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", default=None)
     p.add_argument("--md", default=None)
     p.add_argument("--html", default=None)
+    p.add_argument("--print", action="store_true", help="print the verdicts side by side, one line per claim (no file written unless named)")
 
 
 def _claims_overview(args: argparse.Namespace) -> None:
     from .claims import ledger
 
-    ledger.overview(args.ledgers, {"csv": args.csv, "md": args.md, "html": args.html})
+    ledger.overview(args.ledgers, {"csv": args.csv, "md": args.md, "html": args.html}, show=args.print)
 
 
 def _frontier_args(p: argparse.ArgumentParser) -> None:

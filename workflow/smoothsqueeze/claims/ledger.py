@@ -94,11 +94,15 @@ def read_ledger(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def overview(ledgers: Sequence[str | Path], outputs: Mapping[str, str | Path | None]) -> list[dict[str, Any]]:
-    """Every claim against every study whose ledger is given (their claims.csv), with the published numbers."""
+def overview(ledgers: Sequence[str | Path], outputs: Mapping[str, str | Path | None], show: bool = False) -> list[dict[str, Any]]:
+    """Every claim against every study whose ledger is given (their claims.csv), with the published numbers;
+    `show` prints the verdicts side by side (one line per claim)."""
     from . import render
 
     studies = [read_ledger(p) for p in ledgers]
     rows = render.overview_rows(studies)
-    render.write_overview(rows, [(s[0]["study"], s[0]["dataset"]) for s in studies if s], outputs)
+    names = [(s[0]["study"], s[0]["dataset"]) for s in studies if s]
+    render.write_overview(rows, names, outputs)
+    if show:
+        print(render.overview_markdown(rows, names))
     return rows

@@ -164,6 +164,14 @@ def overview_rows(studies: Sequence[Sequence[Mapping[str, str]]]) -> list[dict[s
     return out
 
 
+def overview_markdown(rows: Sequence[Mapping[str, Any]], studies: Sequence[tuple[str, str]]) -> str:
+    """The verdicts side by side, one line per claim and one column per study (the README's printout)."""
+    columns = [base.Column("id", "claim", fmt="text"), base.Column("title", "claim (short)", fmt="text"),
+               *(base.Column(name, f"{name} ({dataset})", fmt="text") for name, dataset in studies)]
+    frame = pd.DataFrame(list(rows), columns=[c.key for c in columns])
+    return base.to_markdown(columns, frame)
+
+
 def write_overview(rows: Sequence[Mapping[str, Any]], studies: Sequence[tuple[str, str]], outputs: Mapping[str, str | Path | None]) -> None:
     """reports/claims.{csv,md,html}: claims x built studies."""
     columns = [
