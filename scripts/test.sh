@@ -9,4 +9,4 @@ scripts/install.sh --test
 echo "--- pip freeze (the environment the tests run in)"
 python -m pip freeze
 echo "---"
-exec python -m pytest -q -rs "$@"
+exec python -m pytest -q -rs --durations=20 "$@"

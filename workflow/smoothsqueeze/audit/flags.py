@@ -81,16 +81,23 @@ def _interval(p: iv.Paired) -> str:
     return f"[{p.lo_pp:+.1f}, {p.hi_pp:+.1f}] pp, McNemar p={p.p_value:.2g}"
 
 
+def _best_against_best(first_label: str, first: Masks, second_label: str, second: Masks, threshold_pp: float, level: float) -> tuple[str, str, iv.Paired]:
+    """The best (lowest-accuracy) attack of `first` minus the best of `second`, paired on the same images:
+    the verdict against `threshold_pp`, the numbers in words, and the paired comparison."""
+    first_name, first_mask = _best(first)
+    second_name, second_mask = _best(second)
+    p = iv.paired(first_mask, second_mask, level)
+    numbers = (f"{first_label} {first_name} {_pct(first_mask):.1f}% minus {second_label} {second_name} {_pct(second_mask):.1f}% = "
+               f"{p.diff_pp:+.1f} pp {_interval(p)}")
+    return iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, threshold_pp), numbers, p
+
+
 def blackbox_beats_whitebox(whitebox: Masks, blackbox: Masks, level: float = iv.LEVEL, min_pp: float = 0.0) -> Flag:
     """(a) The best black-box (transfer) attack leaves fewer images right than the best white-box one."""
     if not whitebox or not blackbox:
         return Flag(iv.NOT_CHECKED, "not checked: the evaluation record has no white-box or no black-box result")
-    wb_name, wb = _best(whitebox)
-    bb_name, bb = _best(blackbox)
-    p = iv.paired(wb, bb, level)
-    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, min_pp)
-    return Flag(verdict, f"white-box {wb_name} {_pct(wb):.1f}% minus black-box {bb_name} {_pct(bb):.1f}% = {p.diff_pp:+.1f} pp "
-                         f"{_interval(p)} on the same {p.n} images: {verdict} (raised when the interval is above {min_pp:g} pp)")
+    verdict, numbers, p = _best_against_best("white-box", whitebox, "black-box", blackbox, min_pp, level)
+    return Flag(verdict, f"{numbers} on the same {p.n} images: {verdict} (raised when the interval is above {min_pp:g} pp)")
 
 
 def square_beats_gradients(square: np.ndarray | None, gradient: Masks, level: float = iv.LEVEL, min_pp: float = 0.0) -> Flag:
@@ -154,12 +161,8 @@ def xent_gap(xent: Masks, margin: Masks, gap_pp: float, level: float = iv.LEVEL)
     """(e) The best x-ent attack trails the best margin/targeted attack by more than `gap_pp` points."""
     if not xent or not margin:
         return Flag(iv.NOT_CHECKED, "not checked: x-ent or margin attacks did not run")
-    x_name, x_mask = _best(xent)
-    m_name, m_mask = _best(margin)
-    p = iv.paired(x_mask, m_mask, level)
-    verdict = iv.flag(p.diff_pp, p.lo_pp, p.hi_pp, gap_pp)
-    return Flag(verdict, f"best x-ent attack {x_name} {_pct(x_mask):.1f}% minus best margin attack {m_name} {_pct(m_mask):.1f}% = "
-                         f"{p.diff_pp:+.1f} pp {_interval(p)} on the same {p.n} images against {gap_pp:.1f} pp: {verdict}")
+    verdict, numbers, p = _best_against_best("best x-ent attack", xent, "best margin attack", margin, gap_pp, level)
+    return Flag(verdict, f"{numbers} on the same {p.n} images against {gap_pp:.1f} pp: {verdict}")
 
 
 def claimed_overstated(claimed: Masks, strongest: np.ndarray, min_pp: float, min_fraction: float, level: float = iv.LEVEL) -> Flag:
