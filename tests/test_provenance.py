@@ -12,6 +12,9 @@ from smoothsqueeze import provenance as ssprov
 
 
 def test_packages_name_every_installed_distribution_with_its_version() -> None:
+    # Read afresh, as the comparison below does: an import of setuptools earlier in this process (torch's
+    # compile path imports it) puts setuptools/_vendor on sys.path, and with it ten more distributions.
+    ssprov.installed_packages.cache_clear()
     packages = ssprov.provenance(torch.device("cpu"), "evaluate")["packages"]
     for name in ("torch", "torchvision", "numpy", "snakemake", "pandas", "scikit-learn", "pytest", "smoothsqueeze"):
         assert packages[name] == importlib.metadata.version(name), name
